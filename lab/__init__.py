@@ -1,0 +1,1 @@
+"""LLaMA Lab experiments: the CLI, run records, sweeps, scaling fits and benchmarks."""

@@ -1,0 +1,148 @@
+"""Causal attention behind one `attend()`: torch SDPA, xformers (CUDA), or eager (for inspection).
+
+The paper trains with a memory-efficient causal kernel that neither stores the attention weights
+nor computes the masked scores (xformers). `sdpa` and `xformers` are such kernels; `eager` is the
+explicit softmax(QK^T/sqrt(d) + mask)V, kept as the reference and to return the weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "sdpa", "xformers", "eager")
+
+
+@lru_cache(maxsize=1)
+def xformers_available() -> bool:
+    if importlib.util.find_spec("xformers") is None:
+        return False
+    try:
+        import xformers.ops  # noqa: F401
+    except Exception as err:  # a broken install (wrong torch/CUDA build) must not break the lab
+        log.warning("xformers is installed but does not import (%s); using torch SDPA", err)
+        return False
+    return True
+
+
+def xformers_unavailable_reason(q: torch.Tensor) -> str | None:
+    """Why the xformers kernel cannot run on `q`, or None if it can."""
+    if not xformers_available():
+        return "xformers is not installed (pip install -e '.[cuda]' on a CUDA machine)"
+    if q.device.type != "cuda":
+        return f"xformers has no kernels for device {q.device.type!r}; it needs CUDA"
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"xformers runs in float16/bfloat16 here, got {q.dtype}"
+    return None
+
+
+@lru_cache(maxsize=None)
+def _log_choice(choice: str, device: str, dtype: str) -> None:
+    log.info("attention backend 'auto' chose %r for %s/%s", choice, device, dtype)
+
+
+def resolve_backend(backend: str, q: torch.Tensor, need_weights: bool = False) -> str:
+    """The backend that will run: validates `backend` and resolves 'auto'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if need_weights and backend not in ("auto", "eager"):
+        raise ValueError(f"backend {backend!r} never materialises attention weights; use 'eager'")
+    if need_weights:
+        return "eager"
+    if backend == "auto":
+        choice = "xformers" if xformers_unavailable_reason(q) is None else "sdpa"
+        _log_choice(choice, q.device.type, str(q.dtype))
+        return choice
+    if backend == "xformers":
+        reason = xformers_unavailable_reason(q)
+        if reason:
+            raise RuntimeError(f"attention backend 'xformers' cannot run here: {reason}; use 'sdpa' or 'auto'")
+    return backend
+
+
+def causal_mask(n_queries: int, n_keys: int, q_start: int, device: torch.device,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask (True = attend), shape (T, S) or (B, 1, T, S) with `key_mask` (B, S).
+
+    Query i sits at position q_start + i and sees keys 0 .. q_start + i (real ones only).
+    """
+    q_pos = torch.arange(q_start, q_start + n_queries, device=device)[:, None]
+    k_pos = torch.arange(n_keys, device=device)[None, :]
+    mask = k_pos <= q_pos  # (T, S)
+    if key_mask is not None:
+        # a padding query still sees itself, so no row is all -inf (NaN through softmax)
+        mask = (mask & key_mask[:, None, None, :].bool()) | (k_pos == q_pos)
+    return mask
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto",
+           q_start: int = 0, key_mask: torch.Tensor | None = None,
+           return_weights: bool = False):
+    """Causal attention of q (B, H, T, D) over k, v (B, Hkv, S, D); H a multiple of Hkv.
+
+    Keys sit at positions 0..S-1 and queries at q_start..q_start+T-1. `key_mask` (B, S), True
+    where a key is real, hides padding. Returns (B, H, T, D), and with `return_weights` also the
+    attention weights (B, H, T, S) (eager only).
+    """
+    B, H, T, D = q.shape
+    S, Hkv = k.shape[2], k.shape[1]
+    if H % Hkv:
+        raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({Hkv})")
+    if q_start + T > S:
+        raise ValueError(f"queries reach position {q_start + T - 1} but only {S} keys were given")
+    chosen = resolve_backend(backend, q, need_weights=return_weights)
+    if chosen == "eager":
+        out, weights = _eager(q, k, v, q_start, key_mask)
+        return (out, weights) if return_weights else out
+    if chosen == "xformers":
+        return _xformers(q, k, v, q_start, key_mask)
+    return _sdpa(q, k, v, q_start, key_mask)
+
+
+def _sdpa(q, k, v, q_start, key_mask):
+    T, S = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if key_mask is None and T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if key_mask is None and T == 1:  # one new token sees every cached key: no mask at all
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    mask = causal_mask(T, S, q_start, q.device, key_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
+def _eager(q, k, v, q_start, key_mask):
+    T, S = q.shape[2], k.shape[2]
+    k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    mask = causal_mask(T, S, q_start, q.device, key_mask)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key: all-zero
+    return (weights.to(v.dtype) @ v), weights
+
+
+def _xformers(q, k, v, q_start, key_mask):
+    import xformers.ops as xops
+    from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask
+
+    T, S = q.shape[2], k.shape[2]
+    if key_mask is not None or q_start + T != S:
+        # padding masks and partial key windows are generation-time shapes: SDPA serves them
+        return _sdpa(q, k, v, q_start, key_mask)
+    k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
+    bias = LowerTriangularFromBottomRightMask() if T > 1 else None
+    out = xops.memory_efficient_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias)  # (B, T, H, D)
+    return out.transpose(1, 2)
+
+
+def repeat_kv(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, Hkv, S, D) -> (B, n_heads, S, D): each key/value head shared by its query group."""
+    n_rep = n_heads // x.shape[1]
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)

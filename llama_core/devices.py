@@ -1,0 +1,151 @@
+"""Devices: pick CUDA, MPS or CPU (`auto`, or forced), the dtype that is fast there, and peak figures.
+
+Peaks are data (dense, no sparsity) from the vendors' datasheets; CPUs have no datasheet figure
+that means anything for PyTorch, so their peak is measured with a large matmul.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class Peak:
+    name: str
+    bf16_flops: float  # dense FLOP/s in bf16/fp16 tensor cores
+    bytes_per_s: float  # memory bandwidth
+    watts: float  # board power (TDP), for energy estimates
+
+
+# name fragments as torch.cuda.get_device_name() reports them, most specific first
+GPU_PEAKS: tuple[Peak, ...] = (
+    Peak("H200", 989e12, 4.8e12, 700),
+    Peak("H100 PCIe", 756e12, 2.0e12, 350),
+    Peak("H100", 989e12, 3.35e12, 700),
+    Peak("A100-SXM4-80GB", 312e12, 2.04e12, 400),
+    Peak("A100 80GB PCIe", 312e12, 1.94e12, 300),
+    Peak("A100", 312e12, 1.56e12, 400),
+    Peak("L40S", 362e12, 0.864e12, 350),
+    Peak("L4", 121e12, 0.3e12, 72),
+    Peak("A10G", 70e12, 0.6e12, 300),
+    Peak("V100", 125e12, 0.9e12, 300),
+    Peak("RTX 4090", 165e12, 1.01e12, 450),
+    Peak("RTX 3090", 71e12, 0.936e12, 350),
+    Peak("T4", 65e12, 0.32e12, 70),
+)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then MPS, then CPU; a forced device that is absent is a clear error."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ValueError(f"unknown device {name!r}; choose one of {DEVICES}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but Apple's MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where it is fast (CUDA with bf16 support), fp32 elsewhere (CPU, MPS)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name == "auto":
+        return default_dtype(device)
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}; choose auto, float32, bfloat16 or float16")
+    return table[name]
+
+
+def gpu_peak(device_name: str) -> Peak | None:
+    for peak in GPU_PEAKS:
+        if peak.name.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    import platform
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+@lru_cache(maxsize=None)
+def measured_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32,
+                          n: int = 1024, seconds: float = 0.5) -> float:
+    """The FLOP/s a large square matmul reaches here: the practical peak for MFU on a CPU."""
+    device = torch.device(device_type)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+@lru_cache(maxsize=None)
+def measured_bandwidth(device_type: str = "cpu", mbytes: int = 256, seconds: float = 0.5) -> float:
+    """Bytes/s of a large copy (read + write), the practical memory bandwidth for MBU."""
+    device = torch.device(device_type)
+    src = torch.empty(mbytes * 2**20 // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        dst.copy_(src)
+        reps += 1
+    _sync(device)
+    return 2 * src.numel() * 4 * reps / (time.perf_counter() - start)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """(peak FLOP/s, where the figure comes from) for MFU on this device and dtype."""
+    if device.type == "cuda":
+        peak = gpu_peak(device_name(device))
+        if peak is not None:
+            scale = 1.0 if dtype in (torch.bfloat16, torch.float16) else 0.5  # TF32 is half the rate
+            return peak.bf16_flops * scale, f"datasheet {peak.name}"
+    return measured_matmul_flops(device.type, dtype), "measured matmul"
+
+
+def peak_bandwidth(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        peak = gpu_peak(device_name(device))
+        if peak is not None:
+            return peak.bytes_per_s, f"datasheet {peak.name}"
+    return measured_bandwidth(device.type), "measured copy"
+
+
+def synchronize(device: torch.device) -> None:
+    _sync(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

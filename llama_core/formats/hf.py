@@ -1,0 +1,122 @@
+"""Hugging Face Llama layout: config and weight names, and the rotary row permutation.
+
+Meta rotates consecutive pairs (x[2i], x[2i+1]); Hugging Face rotates halves (x[i], x[i+D/2]).
+The two agree once the rows of wq and wk are permuted within each head (transformers'
+convert_llama_weights_to_hf.py does the same).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llama_core.config import ModelConfig
+
+_LAYER_NAMES = {  # Meta name -> Hugging Face name, inside layers.N
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+_TOP_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+
+
+def meta_to_hf_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder each head's rows from interleaved pairs to halves (Meta -> HF)."""
+    rows, cols = w.shape
+    return w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def hf_to_meta_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Inverse of `meta_to_hf_rows` (HF -> Meta)."""
+    rows, cols = w.shape
+    return w.view(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """A ModelConfig from a Hugging Face `config.json` dict of a Llama model."""
+    dim, n_heads = hf["hidden_size"], hf["num_attention_heads"]
+    head_dim = hf.get("head_dim") or dim // n_heads
+    if head_dim * n_heads != dim:
+        raise ValueError(f"head_dim={head_dim} x heads={n_heads} != hidden_size={dim}: "
+                         "such checkpoints are not supported")
+    if hf.get("rope_scaling"):
+        raise ValueError(f"rope_scaling={hf['rope_scaling']} is not supported yet")
+    return ModelConfig(
+        dim=dim, n_layers=hf["num_hidden_layers"], n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads, vocab_size=hf["vocab_size"],
+        ffn_hidden_dim=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(hf.get("rope_theta", 10000.0)),
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+    """The Hugging Face `config.json` of a LlamaForCausalLM with this shape."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": cfg.dim, "intermediate_size": cfg.hidden_dim,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size, "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_seq_len, "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+    }
+
+
+def state_dict_from_hf(hf_sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Hugging Face weight names and rotary layout -> the lab's (Meta's)."""
+    reverse_top = {v: k for k, v in _TOP_NAMES.items()}
+    reverse_layer = {v: k for k, v in _LAYER_NAMES.items()}
+    out = {}
+    for name, w in hf_sd.items():
+        if name in reverse_top:
+            out[reverse_top[name]] = w
+            continue
+        if not name.startswith("model.layers."):
+            if name.endswith("rotary_emb.inv_freq"):
+                continue  # a derived buffer some exports include
+            raise ValueError(f"unexpected Hugging Face weight {name!r}")
+        index, rest = name[len("model.layers."):].split(".", 1)
+        if rest.endswith("rotary_emb.inv_freq"):
+            continue
+        if rest not in reverse_layer:
+            raise ValueError(f"unexpected Hugging Face weight {name!r}")
+        ours = reverse_layer[rest]
+        if ours == "attention.wq.weight":
+            w = hf_to_meta_rows(w, cfg.n_heads)
+        elif ours == "attention.wk.weight":
+            w = hf_to_meta_rows(w, cfg.n_kv_heads)
+        out[f"layers.{index}.{ours}"] = w
+    if cfg.tie_embeddings:
+        out.pop("output.weight", None)
+        out["output.weight"] = out["tok_embeddings.weight"]
+    return out
+
+
+def state_dict_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The lab's (Meta's) weight names and rotary layout -> Hugging Face's."""
+    out = {}
+    for name, w in sd.items():
+        if name in _TOP_NAMES:
+            if name == "output.weight" and cfg.tie_embeddings:
+                continue
+            out[_TOP_NAMES[name]] = w
+            continue
+        _, index, rest = name.split(".", 2)
+        if rest == "attention.wq.weight":
+            w = meta_to_hf_rows(w, cfg.n_heads)
+        elif rest == "attention.wk.weight":
+            w = meta_to_hf_rows(w, cfg.n_kv_heads)
+        out[f"model.layers.{index}.{_LAYER_NAMES[rest]}"] = w
+    return out

@@ -1,0 +1,190 @@
+"""The LLaMA architecture (Touvron et al., 2023, section 2.2), with Meta's parameter names.
+
+A decoder-only Transformer with three changes: RMSNorm pre-normalisation of each sub-layer's
+input, the SwiGLU feed-forward, and rotary position embeddings. No biases anywhere. Grouped-query
+attention, other rope thetas and tied embeddings cover the later LLaMA-family checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llama_core.attention import attend
+from llama_core.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g (Zhang & Sennrich, 2019); computed in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.type_as(x)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles m * theta^(-2i/d), each (max_seq_len, head_dim/2)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each consecutive pair (x[2i], x[2i+1]) of x (B, T, H, D) by its angle (Meta's layout)."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, D/2)
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class KVCache(nn.Module):
+    """Preallocated keys and values of one layer: (B, Hkv, max_seq_len, D)."""
+
+    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, Hkv, T, D) at start_pos; return every key and value up to the last one."""
+        end = start_pos + k.shape[2]
+        self.k[:, :, start_pos:end] = k
+        self.v[:, :, start_pos:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.cache: KVCache | None = None
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Queries (B, H, T, D) and keys, values (B, Hkv, T, D), rotated by RoPE."""
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward(self, x, cos, sin, start_pos: int, backend: str, key_mask=None):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, cos, sin)
+        if self.cache is not None:
+            k, v = self.cache.update(start_pos, k, v)
+        elif start_pos:
+            raise ValueError("start_pos > 0 needs a KV cache (see llama_core.generate)")
+        y = attend(q, k, v, backend=backend, q_start=start_pos, key_mask=key_mask)  # (B, H, T, D)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU (Shazeer, 2020): w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-normalisation: each sub-layer normalises its input, the residual stream stays raw."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x, cos, sin, start_pos: int, backend: str, key_mask=None):
+        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, backend, key_mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, attn_backend: str = "auto"):
+        super().__init__()
+        self.config = cfg
+        self.attn_backend = attn_backend
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """Normal(0, 0.02) weights; residual projections scaled by 1/sqrt(2 * n_layers) (GPT-2)."""
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)
+            elif name.endswith(("attention.wo.weight", "feed_forward.w2.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
+                key_mask: torch.Tensor | None = None):
+        """tokens (B, T) at positions start_pos.. -> (logits (B, T, V), loss or None).
+
+        `targets` (B, T) gives the mean cross-entropy (ignore_index -100). `key_mask` (B, S) marks
+        real (non-padding) positions for batched generation.
+        """
+        B, T = tokens.shape
+        if start_pos + T > self.config.max_seq_len:
+            raise ValueError(f"sequence reaches position {start_pos + T} but the model's context "
+                             f"(max_seq_len) is {self.config.max_seq_len}; shorten the input")
+        cos = self.rope_cos[start_pos:start_pos + T]
+        sin = self.rope_sin[start_pos:start_pos + T]
+        h = self.tok_embeddings(tokens)  # (B, T, dim)
+        for layer in self.layers:
+            h = layer(h, cos, sin, start_pos, self.attn_backend, key_mask)
+        logits = self.output(self.norm(h))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return logits, loss
+
+    def setup_caches(self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None):
+        """Give every layer a preallocated KV cache (for generation)."""
+        cfg = self.config
+        length = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
+        dtype = dtype or self.output.weight.dtype
+        device = self.output.weight.device
+        for layer in self.layers:
+            layer.attention.cache = KVCache(batch, cfg.n_kv_heads, length, cfg.head_dim, dtype, device)
+
+    def clear_caches(self) -> None:
+        for layer in self.layers:
+            layer.attention.cache = None
+
+    @property
+    def num_params(self) -> int:
+        """Unique parameters (a tied output matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
