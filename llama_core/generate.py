@@ -1,0 +1,250 @@
+"""Generation: prefill, then `decode_one_token` over the model's preallocated KV cache, then sample.
+
+Everything here works on token ids; text belongs to the tokenizer and the callers, except
+`stream_text`, which turns a token stream into whole UTF-8 characters and honours stop strings.
+Batches of prompts of different lengths are left-padded: a key mask hides the padding, and since
+RoPE only sees position differences, a padded row decodes like the same prompt alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llama_core.decoder import PackedDecoder, packed_decoder
+from llama_core.model import Transformer
+from llama_core.tokenizer import Tokenizer
+
+REPLACEMENT_CHAR = "\ufffd"  # what a decoder prints for an incomplete UTF-8 sequence
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick each next token. temperature 0 means greedy (argmax), and is deterministic.
+
+    `top_k` keeps the k most likely tokens, `top_p` the smallest set whose probability reaches p
+    (nucleus sampling, Holtzman et al. 2019); `seed` makes sampled runs repeatable.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    stop_tokens: tuple[int, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+        object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+
+
+GREEDY = Sampling(temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """logits (B, V) with every token outside the top-k / top-p set set to -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the tokens above it already reach p (so the top token always stays)
+        drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids (B,) from the last-position logits (B, V)."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+# ------------------------------------------------------------------------------ prefill and decode
+
+def _forward_last(model: Transformer, tokens: torch.Tensor, start_pos: int,
+                  key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Transformer.forward for generation: logits (B, V) of the last position only.
+
+    Projecting only the last position spares a (T, vocab) matmul during prefill.
+    """
+    T = tokens.shape[1]
+    cos = model.rope_cos[start_pos:start_pos + T]
+    sin = model.rope_sin[start_pos:start_pos + T]
+    h = model.tok_embeddings(tokens)  # (B, T, dim)
+    for layer in model.layers:
+        h = layer(h, cos, sin, start_pos, model.attn_backend, key_mask)
+    return model.output(model.norm(h[:, -1]))  # (B, V)
+
+
+def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the prompt (B, T) through the model, filling the KV cache; next-token logits (B, V)."""
+    return _forward_last(model, tokens, 0, None if key_mask is None else key_mask[:, :tokens.shape[1]])
+
+
+def decode_one_token(model: Transformer, token: torch.Tensor, pos: int, key_mask: torch.Tensor | None = None,
+                     decoder: PackedDecoder | None = None) -> torch.Tensor:
+    """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V).
+
+    Runs the packed decoder (llama_core.decoder); pass `decoder` to skip looking it up each step.
+    """
+    decoder = decoder or packed_decoder(model)
+    return decoder.step(model, token, pos, None if key_mask is None else key_mask[:, :pos + 1])
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prompts -> (tokens (B, T) padded on the left, key_mask (B, T) or None when none is padded)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token (encode with bos=True for an empty text)")
+    T = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        tokens[row, T - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[row, T - len(p):] = True
+    return tokens, (None if bool(mask.all()) else mask)
+
+
+def _check_fits(model: Transformer, prompt_len: int) -> None:
+    limit = model.config.max_seq_len
+    if prompt_len > limit:
+        raise ValueError(f"the prompt has {prompt_len} tokens but the model's context (max_seq_len) is "
+                         f"{limit}: shorten the prompt (or drop old turns of the conversation)")
+
+
+@torch.inference_mode()
+def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling: Sampling = GREEDY
+                 ) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row (B,) per step, until `max_new_tokens`, every row has hit a
+    stop token, or the context is full.
+
+    Rows that have stopped keep being decoded (a batch moves together); callers ignore them.
+    """
+    _check_fits(model, max((len(p) for p in prompts), default=0))
+    device = model.tok_embeddings.weight.device
+    tokens, mask = left_pad(prompts)
+    tokens = tokens.to(device)
+    B, T = tokens.shape
+    # the last new token is never fed back, so it may sit one past the context
+    n_new = min(sampling.max_new_tokens, model.config.max_seq_len - T + 1)
+    if n_new <= 0:
+        return
+    total = T + n_new - 1  # positions that pass through the model (and the cache)
+    if mask is not None:  # the full-length key mask: prompt padding, then every new token is real
+        mask = torch.cat([mask, torch.ones(B, total - T, dtype=torch.bool)], dim=1).to(device)
+    generator = None
+    if sampling.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(sampling.seed)
+    stops = torch.tensor(sampling.stop_tokens or [-1], device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    decoder = packed_decoder(model)
+    model.setup_caches(B, total)
+    try:
+        logits = prefill(model, tokens, mask)
+        for i in range(n_new):
+            nxt = sample(logits, sampling, generator)  # (B,)
+            yield nxt
+            done |= torch.isin(nxt, stops)
+            if i == n_new - 1 or bool(done.all()):
+                return
+            logits = decode_one_token(model, nxt[:, None], T + i, mask, decoder)
+    finally:
+        model.clear_caches()
+
+
+def generate_batch(model: Transformer, prompts: Sequence[Sequence[int]], sampling: Sampling = GREEDY
+                   ) -> list[list[int]]:
+    """The new tokens of each prompt, each list ending at (and including) its first stop token."""
+    out: list[list[int]] = [[] for _ in prompts]
+    stopped = [False] * len(prompts)
+    stop_set = set(sampling.stop_tokens)
+    for step in token_stream(model, prompts, sampling):
+        for row, t in enumerate(step.tolist()):
+            if not stopped[row]:
+                out[row].append(t)
+                stopped[row] = t in stop_set
+    return out
+
+
+def generate(model: Transformer, prompt: Sequence[int], sampling: Sampling = GREEDY) -> list[int]:
+    """The new tokens after `prompt`, ending at (and including) the first stop token if one came."""
+    return generate_batch(model, [prompt], sampling)[0]
+
+
+def stream(model: Transformer, prompt: Sequence[int], sampling: Sampling = GREEDY) -> Iterator[int]:
+    """`generate`, one token id at a time as each is decoded."""
+    stop_set = set(sampling.stop_tokens)
+    for step in token_stream(model, [prompt], sampling):
+        t = int(step[0])
+        yield t
+        if t in stop_set:
+            return
+
+
+# ----------------------------------------------------------------------------------- text streaming
+
+def stream_text(model: Transformer, tokenizer: Tokenizer, prompt: Sequence[int], sampling: Sampling = GREEDY,
+                stop_strings: Sequence[str] = (), skip_stop_tokens: bool = True) -> Iterator[str]:
+    """Text as it is decoded, in whole characters; joined, it equals `decode(new tokens)` cut before
+    the first stop string (and without the final stop token when `skip_stop_tokens`).
+
+    Each step decodes all new tokens and emits the unseen suffix, unless that ends in an incomplete
+    UTF-8 sequence (U+FFFD) or could be the start of a stop string; such text waits for the next token.
+    """
+    ids: list[int] = []
+    emitted = ""
+    stop_set = set(sampling.stop_tokens)
+    for t in stream(model, prompt, sampling):
+        if not (skip_stop_tokens and t in stop_set):
+            ids.append(t)
+        text = tokenizer.decode(ids)
+        cut = _first_stop(text, stop_strings)
+        if cut is not None:
+            yield text[len(emitted):cut]
+            return
+        if text.endswith(REPLACEMENT_CHAR):
+            continue
+        ready = len(text) - _held_back(text, stop_strings)
+        if ready > len(emitted) and text.startswith(emitted):
+            yield text[len(emitted):ready]
+            emitted = text[:ready]
+    text = tokenizer.decode(ids)
+    if len(text) > len(emitted):
+        yield text[len(emitted):]
+
+
+def _first_stop(text: str, stop_strings: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _held_back(text: str, stop_strings: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stop_strings:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def generate_text(model: Transformer, tokenizer: Tokenizer, prompt: Sequence[int], sampling: Sampling = GREEDY,
+                  stop_strings: Sequence[str] = ()) -> str:
+    """The whole of `stream_text` at once."""
+    return "".join(stream_text(model, tokenizer, prompt, sampling, stop_strings))
