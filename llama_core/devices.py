@@ -25,15 +25,21 @@ class Peak:
 
 # name fragments as torch.cuda.get_device_name() reports them, most specific first
 GPU_PEAKS: tuple[Peak, ...] = (
+    Peak("B200", 2250e12, 8.0e12, 1000),
+    Peak("GH200", 989e12, 4.0e12, 1000),  # before H200, which its name contains; module power (CPU + GPU)
     Peak("H200", 989e12, 4.8e12, 700),
     Peak("H100 PCIe", 756e12, 2.0e12, 350),
+    Peak("H100 NVL", 835e12, 3.9e12, 400),
     Peak("H100", 989e12, 3.35e12, 700),
     Peak("A100-SXM4-80GB", 312e12, 2.04e12, 400),
     Peak("A100 80GB PCIe", 312e12, 1.94e12, 300),
     Peak("A100", 312e12, 1.56e12, 400),
     Peak("L40S", 362e12, 0.864e12, 350),
+    Peak("L40", 181e12, 0.864e12, 300),  # after L40S, before L4
     Peak("L4", 121e12, 0.3e12, 72),
     Peak("A10G", 70e12, 0.6e12, 300),
+    Peak("A10", 125e12, 0.6e12, 150),  # after A100 and A10G, whose names contain it
+    Peak("RTX A6000", 155e12, 0.768e12, 300),
     Peak("V100", 125e12, 0.9e12, 300),
     Peak("RTX 4090", 165e12, 1.01e12, 450),
     Peak("RTX 3090", 71e12, 0.936e12, 350),

@@ -13,6 +13,7 @@ own overhead and the process's other memory are left out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
@@ -113,7 +114,8 @@ def measure(cfg: ModelConfig, policy: str, *, batch: int, seq: int, steps: int, 
             dtype: torch.dtype, attn_backend: str = "auto", compile: bool = False, seed: int = 0) -> dict:
     """Train a fresh model under `policy` for one warm-up and `steps` timed steps; a flat record."""
     torch.manual_seed(seed)
-    model = apply_activation_checkpointing(Transformer(cfg, attn_backend).to(device), policy)
+    with device:  # initialise on the device: a 1B model's CPU initialisation takes longer than its steps
+        model = apply_activation_checkpointing(Transformer(cfg, attn_backend), policy)
     forward = torch.compile(model) if compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     data = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
@@ -127,23 +129,24 @@ def measure(cfg: ModelConfig, policy: str, *, batch: int, seq: int, steps: int, 
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    step()  # warm-up: kernels, compilation, optimizer state
+    step()  # warm-up: kernels, compilation, optimizer state, the allocator's first pages
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        memory_source = "cuda max_memory_allocated over the timed steps"
-    else:  # one extra, untimed step under the tracker (its dispatch hook slows it down)
+        tracker, memory_source = contextlib.nullcontext(), "cuda max_memory_allocated"
+    else:  # the tracker's per-op hook costs well under 1% of a step at benchmark sizes
         resident = _storage_bytes([*model.parameters(), *_optimizer_tensors(optimizer)])
-        with TensorMemory() as tracked:
-            step()
-        peak_memory = resident + tracked.peak
-        memory_source = "tracked tensors: params + optimizer state + a step's peak allocations"
+        tracker = TensorMemory()
+        memory_source = "tracked tensors: params + optimizer state + peak of the steps' allocations"
     synchronize(device)
-    start = time.perf_counter()
-    losses = [step() for _ in range(steps)]
-    synchronize(device)
-    elapsed = time.perf_counter() - start
+    with tracker:
+        start = time.perf_counter()
+        losses = [step() for _ in range(steps)]
+        synchronize(device)
+        elapsed = time.perf_counter() - start
     if device.type == "cuda":
         peak_memory = torch.cuda.max_memory_allocated(device)
+    else:
+        peak_memory = resident + tracker.peak
 
     tokens_per_s = batch * seq * steps / elapsed
     flops_per_token = train_flops_per_token(cfg, seq)
