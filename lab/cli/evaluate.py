@@ -1,0 +1,41 @@
+"""`python -m lab eval`: perplexity / bits per byte on a text, and zero-shot multiple choice (the paper's way)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lab.tasks import SHAKESPEARE_TASK
+from llama_core.devices import resolve_device
+from llama_core.evaluate import evaluate_task, load_task, perplexity
+from llama_core.formats import load_checkpoint
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", default="smollm2", help="a run name, a folder, a .gguf file, or smollm2")
+    parser.add_argument("--task", default=str(SHAKESPEARE_TASK),
+                        help="a JSONL multiple-choice task (default: the shipped Shakespeare next-line task)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N items")
+    parser.add_argument("--text", default=None, help="also report perplexity and bits per byte on this text file")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    result = {"checkpoint": str(ckpt.source), "format": ckpt.format}
+    if args.text:
+        text = Path(args.text).read_text(encoding="utf-8")
+        result["text"] = {"file": args.text, **perplexity(ckpt.model, ckpt.tokenizer, text, add_bos=ckpt.add_bos)}
+    items = load_task(args.task)[:args.limit]
+    scored = evaluate_task(ckpt.model, ckpt.tokenizer, items, ckpt.add_bos,
+                           progress=lambda i, n: print(f"\r{i}/{n} items", end="", flush=True))
+    print("\r", end="")
+    scored.pop("predictions")
+    result["task"] = {"file": args.task, **scored}
+    print(json.dumps(result))
+    return 0

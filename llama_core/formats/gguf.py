@@ -1,0 +1,161 @@
+"""GGUF (llama.cpp's single-file format) in: weights dequantized, the tokenizer and chat template.
+
+Read through the `gguf` package; F32, F16, BF16, Q8_0, Q4_0 and Q4_1 tensors are dequantized with
+its own `gguf.quants.dequantize`. llama.cpp's converter permutes Hugging Face's q/k rows into
+Meta's interleaved-pair rotary layout (its `LlamaModel.permute`), which is the lab's layout, so the
+weights load as they are. GGUF lists each shape fastest axis first; the reader's arrays are already
+(rows, cols) like torch's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llama_core.config import ModelConfig
+from llama_core.formats.bpe import BPETokenizer
+from llama_core.formats.common import build_model, check_vocab
+from llama_core.model import Transformer
+from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
+
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
+
+_LAYER_NAMES = {  # GGUF name inside blk.N -> Meta name inside layers.N
+    "attn_q.weight": "attention.wq.weight", "attn_k.weight": "attention.wk.weight",
+    "attn_v.weight": "attention.wv.weight", "attn_output.weight": "attention.wo.weight",
+    "ffn_gate.weight": "feed_forward.w1.weight", "ffn_down.weight": "feed_forward.w2.weight",
+    "ffn_up.weight": "feed_forward.w3.weight", "attn_norm.weight": "attention_norm.weight",
+    "ffn_norm.weight": "ffn_norm.weight",
+}
+_TOP_NAMES = {"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
+              "output.weight": "output.weight"}
+_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types (the same numbers as SentencePiece's)
+
+
+def _reader(path: str | os.PathLike):
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable GGUF file ({err})") from None
+
+
+def _field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def config_from_gguf(reader, source: str) -> ModelConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ValueError(f"{source}: architecture {arch!r} is not supported; only 'llama' GGUF files load")
+    a = "llama."
+    try:
+        n_heads = int(_field(reader, a + "attention.head_count"))
+        dim = int(_field(reader, a + "embedding_length"))
+        embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        return ModelConfig(
+            dim=dim, n_layers=int(_field(reader, a + "block_count")), n_heads=n_heads,
+            n_kv_heads=int(_field(reader, a + "attention.head_count_kv", n_heads)),
+            vocab_size=int(_field(reader, a + "vocab_size", int(embd.shape[-1]))),
+            ffn_hidden_dim=int(_field(reader, a + "feed_forward_length")),
+            norm_eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_theta=float(_field(reader, a + "rope.freq_base", 10000.0)),
+            max_seq_len=int(_field(reader, a + "context_length", 2048)),
+            tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+        )
+    except (TypeError, StopIteration):
+        raise ValueError(f"{source}: the GGUF metadata lacks a llama.* hyperparameter or token_embd.weight") from None
+
+
+def state_dict_from_gguf(reader, source: str) -> dict[str, torch.Tensor]:
+    """Every tensor dequantized to float32 under its Meta name."""
+    from gguf.quants import dequantize
+
+    out = {}
+    for t in reader.tensors:
+        kind = t.tensor_type.name
+        if kind not in SUPPORTED_TYPES:
+            raise ValueError(f"{source}: tensor {t.name} is stored as {kind}; supported: {', '.join(SUPPORTED_TYPES)}")
+        if t.name in _TOP_NAMES:
+            name = _TOP_NAMES[t.name]
+        elif t.name.startswith("blk.") and t.name.split(".", 2)[2] in _LAYER_NAMES:
+            _, index, rest = t.name.split(".", 2)
+            name = f"layers.{index}.{_LAYER_NAMES[rest]}"
+        elif t.name == "rope_freqs.weight":
+            raise ValueError(f"{source}: rope frequency scaling (rope_freqs) is not supported yet")
+        else:
+            raise ValueError(f"{source}: unexpected tensor {t.name!r} for a llama model")
+        shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists the fastest axis first
+        values = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32, copy=False)
+        if not values.flags.writeable:  # float32 tensors come straight from the read-only file map
+            values = values.copy()
+        out[name] = torch.from_numpy(values.reshape(shape))
+    return out
+
+
+def tokenizer_from_gguf(reader, source: str) -> Tokenizer:
+    """The vocabulary stored in the file: SentencePiece-style `llama` or GPT-2-style `gpt2` BPE."""
+    kind = _field(reader, "tokenizer.ggml.model")
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    if kind is None or tokens is None:
+        raise ValueError(f"{source}: the file holds no tokenizer (tokenizer.ggml.model / tokens)")
+    types = _field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
+    bos, eos = _field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")
+    if kind == "llama":
+        scores = _field(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens)
+        unk = _field(reader, "tokenizer.ggml.unknown_token_id", 0)
+        proto = sentencepiece_proto(tokens, scores, types, unk, bos, eos,
+                                    add_dummy_prefix=bool(_field(reader, "tokenizer.ggml.add_space_prefix", True)))
+        return SentencePieceTokenizer(proto, source=source)
+    if kind == "gpt2":
+        merges = _field(reader, "tokenizer.ggml.merges") or []
+        special = [i for i, t in enumerate(types) if t in (_CONTROL, _USER_DEFINED)]
+        pre = _field(reader, "tokenizer.ggml.pre", "gpt2")
+        return BPETokenizer.from_vocab(tokens, merges, special, pre, bos, eos, source=source)
+    raise ValueError(f"{source}: tokenizer model {kind!r} is not supported (only 'llama' and 'gpt2')")
+
+
+def sentencepiece_proto(tokens, scores, types, unk_id, bos_id, eos_id, add_dummy_prefix: bool) -> bytes:
+    """A serialized SentencePiece BPE model from a GGUF vocabulary (what llama.cpp's converter read)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    for piece, score, kind in zip(tokens, scores, types):
+        m.pieces.add(piece=piece, score=float(score), type=int(kind))
+    spec = m.trainer_spec
+    spec.model_type = pb.TrainerSpec.BPE
+    spec.vocab_size = len(tokens)
+    spec.byte_fallback = any(int(k) == 6 for k in types)
+    spec.unk_id, spec.unk_piece = int(unk_id), tokens[int(unk_id)]
+    spec.bos_id, spec.bos_piece = (int(bos_id), tokens[int(bos_id)]) if bos_id is not None else (-1, "<s>")
+    spec.eos_id, spec.eos_piece = (int(eos_id), tokens[int(eos_id)]) if eos_id is not None else (-1, "</s>")
+    spec.pad_id = -1
+    norm = m.normalizer_spec
+    norm.name, norm.add_dummy_prefix = "identity", add_dummy_prefix
+    norm.remove_extra_whitespaces, norm.escape_whitespaces = False, True
+    return m.SerializeToString()
+
+
+def chat_template_of(reader) -> str | None:
+    return _field(reader, "tokenizer.chat_template")
+
+
+def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+              ) -> tuple[Transformer, Tokenizer, str | None, bool]:
+    """(model, tokenizer, chat template text or None, whether prompts start with bos) from a .gguf."""
+    reader = _reader(path)
+    source = str(path)
+    cfg = config_from_gguf(reader, source)
+    tokenizer = tokenizer_from_gguf(reader, source)
+    check_vocab(tokenizer, cfg, source)
+    model = build_model(cfg, state_dict_from_gguf(reader, source), source, device, dtype or torch.float32)
+    add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", True))
+    return model, tokenizer, chat_template_of(reader), add_bos
