@@ -30,7 +30,7 @@ def build_parser(available: dict[str, str]) -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=COMMANDS[name][1], description=COMMANDS[name][1])
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _overrides=getattr(module, "ACCEPTS_OVERRIDES", False))
     return parser
 
 
@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     # import only the chosen command's module, so that `python -m lab presets` stays quick
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser({chosen: available[chosen]} if chosen in available else available)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args._overrides:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    args.overrides = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -115,3 +115,89 @@ def get_preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def _require_train(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"TrainConfig.{field_name}: {message}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the paper's optimiser and schedule (section 2.3), scaled to the lab.
+
+    AdamW (beta1 0.9, beta2 0.95, weight decay 0.1), gradient clipping 1.0, linear warm-up then
+    cosine decay to 10% of the peak rate. `tokens_per_step` is the batch in tokens (the paper's
+    4M); micro-batches of `batch_size` x `seq_len` are accumulated until it is reached.
+    """
+
+    tokens: int = 2_000_000  # training budget in tokens
+    batch_size: int = 16  # sequences per micro-batch
+    seq_len: int = 256
+    tokens_per_step: int | None = None  # None: one micro-batch per optimizer step
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # None: 5% of the steps, at most the paper's 2,000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 10
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"  # autocast dtype: bf16 on CUDA, fp32 on CPU/MPS
+    compile: bool = False
+    activation_checkpointing: str = "none"
+    attn_backend: str = "auto"
+    # derived
+    grad_accum: int = field(init=False)
+    steps: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every",
+                     "checkpoint_every", "keep_checkpoints", "max_bad_steps"):
+            value = getattr(self, name)
+            _require_train(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
+                           f"must be a positive integer, got {value!r}")
+        micro = self.batch_size * self.seq_len
+        per_step = self.tokens_per_step or micro
+        _require_train(per_step % micro == 0, "tokens_per_step",
+                       f"{per_step} is not a multiple of batch_size x seq_len = {micro}")
+        _require_train(self.tokens >= per_step, "tokens",
+                       f"budget {self.tokens} is smaller than one optimizer step ({per_step} tokens)")
+        _require_train(self.lr > 0, "lr", f"must be positive, got {self.lr}")
+        _require_train(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be within [0, 1]")
+        _require_train(0 <= self.weight_decay < 1, "weight_decay", "must be within [0, 1)")
+        _require_train(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1",
+                       "beta1 and beta2 must be within [0, 1)")
+        _require_train(self.grad_clip > 0, "grad_clip", "must be positive")
+        steps = self.tokens // per_step
+        if self.warmup_steps is not None:
+            _require_train(0 <= self.warmup_steps < steps, "warmup_steps",
+                           f"must be within [0, steps={steps}), got {self.warmup_steps}")
+        object.__setattr__(self, "grad_accum", per_step // micro)
+        object.__setattr__(self, "steps", steps)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(2000, max(1, self.steps // 20))
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

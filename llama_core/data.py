@@ -25,6 +25,7 @@ from llama_core.tokenizer import Tokenizer
 
 BUILTIN_SOURCES = ("shakespeare", "python-stdlib")
 CHUNK_CHARS = 64_000
+MIN_CHUNK_CHARS = 1_000
 VAL_PERCENT = 5
 
 
@@ -73,8 +74,10 @@ class Source:
                     yield f"{f.name}:{n}", str(text)
 
     def chunks(self) -> Iterator[tuple[str, str]]:
+        """(chunk id, text): about 200 chunks or more per source, so any source has held-out text."""
+        size = min(CHUNK_CHARS, max(MIN_CHUNK_CHARS, self.disk_bytes // 200))
         for doc_id, text in self.documents():
-            for i, chunk in enumerate(split_chunks(text)):
+            for i, chunk in enumerate(split_chunks(text, size)):
                 yield f"{doc_id}#{i}", chunk
 
 
@@ -166,8 +169,10 @@ class TokenFile:
 
     @property
     def bytes_per_token(self) -> float:
-        """UTF-8 bytes per token on the validation split (for bits per byte)."""
-        return self.val_bytes / max(1, self.val_tokens)
+        """UTF-8 bytes per token on the validation split (the training split if none is held out)."""
+        if self.val_tokens:
+            return self.val_bytes / self.val_tokens
+        return self.train_bytes / self.train_tokens
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -286,15 +291,16 @@ class BatchSampler:
                                  f"one sequence of {seq_len + 1}: use a shorter --seq or more text")
         self.weights = np.asarray(mixture.weights, dtype=np.float64)
 
-    def batch_at(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def plan(self, position: int) -> list[tuple[int, int]]:
+        """(source index, start offset) of each row of batch `position`."""
         rng = np.random.default_rng([self.seed, position, 0 if self.split == "train" else 1])
         which = rng.choice(len(self.arrays), size=self.batch_size, p=self.weights)
-        rows = []
-        for s in which:
-            arr = self.arrays[s]
-            start = int(rng.integers(0, len(arr) - self.seq_len - 1))
-            rows.append(np.asarray(arr[start:start + self.seq_len + 1], dtype=np.int64))
-        block = torch.from_numpy(np.stack(rows))
+        return [(int(s), int(rng.integers(0, len(self.arrays[s]) - self.seq_len - 1))) for s in which]
+
+    def batch_at(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [np.asarray(self.arrays[s][start:start + self.seq_len + 1], dtype=np.int64)
+                for s, start in self.plan(position)]
+        block = torch.from_numpy(np.stack(rows))  # (B, T + 1)
         return block[:, :-1], block[:, 1:]
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:

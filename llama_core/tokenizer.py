@@ -129,8 +129,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SI
             num_threads=num_threads or os.cpu_count() or 1, minloglevel=2,
         )
     except RuntimeError as err:
-        raise ValueError(f"SentencePiece training failed: {err}. A vocabulary larger than the corpus "
-                         "supports is the usual cause: lower vocab_size or add text") from None
+        raise ValueError(f"SentencePiece training failed: {err}. vocab_size must exceed the corpus's "
+                         "distinct characters plus 259 byte and special pieces, and stay within what the "
+                         "corpus supports: adjust vocab_size or add text") from None
     return SentencePieceTokenizer(buffer.getvalue(), source="<trained>")
 
 

@@ -1,0 +1,187 @@
+"""One training run end to end: spec -> tokenizer -> data -> model -> train() -> records.
+
+Everything that can be wrong with the input (preset, source, file, sequence length, run name) is
+checked before the run folder is created, so a refused run writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lab.records import DEFAULT_RUNS_DIR, RunRecord
+from llama_core import checkpoint as ckpt
+from llama_core.config import ModelConfig, TrainConfig, get_preset
+from llama_core.data import BatchSampler, Mixture, corpus_text, default_cache_dir, parse_mixture, resolve_source
+from llama_core.devices import device_name, peak_flops, resolve_device, resolve_dtype
+from llama_core.flops import param_count
+from llama_core.model import Transformer
+from llama_core.tokenizer import DEFAULT_VOCAB_SIZE, SentencePieceTokenizer, train_sentencepiece
+from llama_core.train import TrainResult, build_state, restore, train
+
+TOKENIZER_TRAINING_CHARS = 20_000_000  # enough text for a few-thousand-piece vocabulary
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: a preset with overrides, a training config, a data mixture and a tokenizer."""
+
+    name: str
+    preset: str = "lab-4m"
+    data: str = "shakespeare"
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    tokenizer: str | None = None  # path to an existing tokenizer.model; None trains one
+    model_overrides: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        base = get_preset(self.preset).to_dict()
+        return ModelConfig.from_dict({**base, **self.model_overrides, "vocab_size": vocab_size})
+
+
+def tokenizer_for(spec: RunSpec, cache_dir: Path | None = None) -> SentencePieceTokenizer:
+    """The run's tokenizer: a given file, or one trained on the mixture's text (cached by content)."""
+    if spec.tokenizer:
+        return SentencePieceTokenizer.load(spec.tokenizer)
+    parts = parse_mixture(spec.data)
+    sources = [resolve_source(name) for name, _ in parts]
+    key = hashlib.sha256(json.dumps([[s.fingerprint for s in sources], [w for _, w in parts],
+                                     spec.vocab_size]).encode()).hexdigest()[:16]
+    path = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"{key}.model"
+    if path.exists():
+        return SentencePieceTokenizer.load(path)
+    print(f"training a {spec.vocab_size}-piece SentencePiece BPE tokenizer on {spec.data}...")
+    texts = (text for s, (_, w) in zip(sources, parts)
+             for text in corpus_text(s, max_chars=int(TOKENIZER_TRAINING_CHARS * w)))
+    tokenizer = train_sentencepiece(texts, vocab_size=spec.vocab_size)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def hardware_record(device: torch.device, dtype: torch.dtype) -> dict:
+    peak, source = peak_flops(device, dtype)
+    return {"device": device.type, "device_name": device_name(device), "dtype": str(dtype).split(".")[-1],
+            "threads": torch.get_num_threads(), "peak_flops": peak, "peak_source": source,
+            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,
+                 progress: bool = True, cache_dir: Path | None = None) -> TrainResult:
+    """Train `spec` into runs_dir/NAME, or continue it with `resume`."""
+    run_dir = Path(runs_dir) / spec.name
+    if resume:
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"cannot resume: {run_dir} has no config.json; start it without --resume")
+        spec = spec_from_record(run_dir, spec.train)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"run {run_dir} already exists; pass --resume to continue it or choose another --name")
+    cfg = spec.train
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tokenizer = tokenizer_for(spec, cache_dir) if not resume else SentencePieceTokenizer.load(
+        run_dir / "tokenizer.model")
+    model_cfg = spec.model_config(tokenizer.vocab_size)
+    if cfg.seq_len > model_cfg.max_seq_len:
+        raise ValueError(f"--train.seq_len={cfg.seq_len} exceeds the model's context "
+                         f"(max_seq_len={model_cfg.max_seq_len}); lower it or raise --model.max_seq_len")
+    mixture = Mixture.build(spec.data, tokenizer, cache_dir, progress=progress)
+    train_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
+    val_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed, split="val") \
+        if all(f.val_tokens > cfg.seq_len + 1 for f in mixture.files) else train_sampler
+
+    torch.manual_seed(cfg.seed)
+    model = Transformer(model_cfg, attn_backend=cfg.attn_backend).to(device)
+    state = build_state(model, cfg, train_sampler)
+    record = RunRecord(run_dir)
+    if resume:
+        checkpoint = ckpt.latest_valid_checkpoint(run_dir)
+        if checkpoint is None:
+            raise ValueError(f"{run_dir} has no usable checkpoint to resume from; start it again")
+        restore(state, checkpoint)
+        record.truncate_after(state.step)
+        print(f"resuming {spec.name} from {checkpoint.name} ({state.tokens:,} tokens seen)")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(run_dir / "tokenizer.model")
+        config = {
+            "name": spec.name, "preset": spec.preset, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
+            "model_overrides": spec.model_overrides, "params": param_count(model_cfg),
+            "data": {"mixture": spec.data, "table": mixture.table(cfg.steps * cfg.grad_accum *
+                                                                   cfg.batch_size * cfg.seq_len)},
+            "tokenizer": {"path": "tokenizer.model", "fingerprint": tokenizer.fingerprint,
+                          "vocab_size": tokenizer.vocab_size},
+            "hardware": hardware_record(device, dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": "running",
+        }
+        record.write_config(config)
+    result = train(state, cfg, run_dir=run_dir, val_sampler=val_sampler,
+                   bytes_per_token=mixture.bytes_per_token, tokenizer_fingerprint=tokenizer.fingerprint,
+                   device=device, dtype=dtype, sink=record, progress=progress)
+    config = json.loads((run_dir / "config.json").read_text())
+    record.write_config(dict(config, status=result.status))
+    return result
+
+
+def spec_from_record(run_dir: Path, train_cfg: TrainConfig | None = None) -> RunSpec:
+    """The spec a recorded run was started with (its own training config, unless given)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    recorded = TrainConfig.from_dict(config["train"])
+    return RunSpec(name=config["name"], preset=config["preset"], data=config["data"]["mixture"],
+                   vocab_size=config["tokenizer"]["vocab_size"], model_overrides=config["model_overrides"],
+                   train=recorded if train_cfg is None else train_cfg)
+
+
+def finished(run_dir: Path) -> bool:
+    path = Path(run_dir) / "config.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "finished"
+
+
+def apply_overrides(spec: RunSpec, overrides: dict[str, str]) -> RunSpec:
+    """Dotted overrides: {'train.lr': '3e-4', 'model.dim': '128'} -> a new spec (values coerced)."""
+    model_over, train_over = dict(spec.model_overrides), {}
+    for key, raw in overrides.items():
+        section, _, name = key.partition(".")
+        target = {"model": ModelConfig, "train": TrainConfig}.get(section)
+        if target is None or not name:
+            raise ValueError(f"override {key!r}: use --model.FIELD=VALUE or --train.FIELD=VALUE")
+        fields = {f.name: f for f in dataclasses.fields(target) if f.init}
+        if name not in fields:
+            raise ValueError(f"override {key!r}: {target.__name__} has no field {name!r}; "
+                             f"fields are {sorted(fields)}")
+        value = coerce(raw, str(fields[name].type), key)
+        (model_over if section == "model" else train_over)[name] = value
+    return dataclasses.replace(spec, model_overrides=model_over, train=spec.train.replace(**train_over))
+
+
+def coerce(raw: str, annotation: str, key: str):
+    """Turn an override's text into the field's type (int, float, bool, str, or None)."""
+    if raw in ("None", "none", "null") and "None" in annotation:
+        return None
+    try:
+        if annotation.startswith("bool"):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if annotation.startswith("int"):
+            return parse_count(raw)
+        if annotation.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"override {key}={raw!r}: expected {annotation}") from None
+    return raw
+
+
+def parse_count(text: str) -> int:
+    """'2M' -> 2_000_000, '500k' -> 500_000, '1.5e6' -> 1_500_000."""
+    scale = {"k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}.get(text[-1:].lower(), 1)
+    number = float(text[:-1] if scale > 1 else text)
+    if not number.is_integer() and scale == 1:
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(number * scale)

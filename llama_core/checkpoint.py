@@ -1,0 +1,195 @@
+"""Lab checkpoints: safetensors weights + a weights-only torch file + JSON, written atomically.
+
+    runs/NAME/checkpoints/step_0000200/
+        model.safetensors   weights (a tied output matrix stored once)
+        optimizer.pt        optimizer state and RNG states (torch.load(weights_only=True))
+        state.json          step, tokens, data position, tokenizer fingerprint, checksums
+
+A checkpoint is written into a hidden temporary folder and renamed into place, so a folder named
+step_* is always complete; its checksums catch files damaged afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llama_core.atomic import fsync_dir
+from llama_core.config import ModelConfig
+from llama_core.model import Transformer
+
+log = logging.getLogger(__name__)
+
+WEIGHTS, OPTIMIZER, STATE = "model.safetensors", "optimizer.pt", "state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step_*") if p.is_dir() and (p / STATE).exists())
+
+
+def weights_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """The model's tensors for saving: contiguous, CPU, a tied output matrix left out."""
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        sd.pop("output.weight", None)
+    return sd
+
+
+def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: torch.optim.Optimizer,
+                    state: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically and delete all but the newest `keep`."""
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.parent / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(weights_state_dict(model), tmp / WEIGHTS)
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
+                   tmp / OPTIMIZER)
+        state = dict(state, step=step, checksums={name: _sha256(tmp / name) for name in (WEIGHTS, OPTIMIZER)})
+        (tmp / STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        for name in (WEIGHTS, OPTIMIZER, STATE):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():  # a re-save of the same step (after a resume): replace it whole
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(ckpt: Path) -> dict:
+    path = Path(ckpt) / STATE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: {ckpt} is not a complete checkpoint") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier checkpoint") from None
+
+
+def verify(ckpt: Path) -> dict:
+    """Check every file against the checksums in state.json; return the state."""
+    state = read_state(ckpt)
+    for name, expected in state.get("checksums", {}).items():
+        path = Path(ckpt) / name
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing; use an earlier checkpoint")
+        if _sha256(path) != expected:
+            raise CheckpointError(f"{path} is damaged (its checksum does not match state.json); "
+                                  "use an earlier checkpoint")
+    return state
+
+
+def load_weights(ckpt: Path, model: Transformer) -> None:
+    """Load a checkpoint's weights into `model` (same config), with clear errors."""
+    path = Path(ckpt) / WEIGHTS
+    try:
+        sd = load_file(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); "
+                              "it may be truncated: use an earlier checkpoint") from None
+    load_state_dict_checked(model, sd, str(path))
+
+
+def load_state_dict_checked(model: Transformer, sd: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with messages that name the file, the tensor and both shapes."""
+    if model.config.tie_embeddings and "output.weight" not in sd and "tok_embeddings.weight" in sd:
+        sd = dict(sd, **{"output.weight": sd["tok_embeddings.weight"]})
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}; is it the right config?")
+    for name, tensor in sd.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)} but the model "
+                                  f"expects {tuple(expected[name].shape)}; the config does not match")
+    model.load_state_dict(sd)
+
+
+def load_training_state(ckpt: Path) -> tuple[dict, dict]:
+    """(state.json contents, {optimizer, torch_rng}) after verifying checksums."""
+    state = verify(ckpt)
+    path = Path(ckpt) / OPTIMIZER
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses pickled code with an UnpicklingError
+        raise CheckpointError(f"{path} cannot be loaded safely ({type(err).__name__}: {err})") from None
+    return state, blob
+
+
+def latest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose files verify; damaged newer ones are reported and skipped."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            verify(ckpt)
+            return ckpt
+        except CheckpointError as err:
+            log.warning("skipping damaged checkpoint: %s", err)
+    return None
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist: {run_dir} is not a lab run") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+
+
+def load_run(run_dir: Path, device: str | torch.device = "cpu", step: int | None = None):
+    """(model, tokenizer) of a lab run at its latest valid checkpoint (or `step`), in eval mode."""
+    from llama_core.tokenizer import SentencePieceTokenizer
+
+    run_dir = Path(run_dir)
+    cfg = ModelConfig.from_dict(read_run_config(run_dir)["model"])
+    ckpt = checkpoint_dir(run_dir, step) if step is not None else latest_valid_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} has no complete checkpoint yet; train it first")
+    tokenizer = SentencePieceTokenizer.load(run_dir / "tokenizer.model")
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise CheckpointError(f"{run_dir / 'tokenizer.model'} has {tokenizer.vocab_size} pieces but the "
+                              f"model's vocabulary is {cfg.vocab_size}")
+    model = Transformer(cfg)
+    verify(ckpt)
+    load_weights(ckpt, model)
+    return model.to(device).eval(), tokenizer
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

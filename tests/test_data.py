@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+from llama_core.data import (
+    BatchSampler, Mixture, is_validation, parse_mixture, resolve_source, shakespeare_files, split_chunks,
+    stdlib_files, tokenize_source,
+)
+
+
+def _write_corpus(folder, name, text, n_files=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (folder / f"{name}{i}.txt").write_text(text[i::n_files] if n_files > 1 else text)
+    return folder
+
+
+def test_builtin_sources_are_real():
+    works = shakespeare_files()
+    assert len(works) == 42 and all(f.name.endswith("_gut.txt") for f in works)
+    code = stdlib_files()
+    assert any(f.name == "os.py" for f in code)
+    assert not any("test" in f.parent.parts[-1:] for f in code if f.parent.name in ("test", "tests"))
+
+
+def test_user_sources_text_folder_jsonl(tmp_path, shakespeare_text):
+    txt = tmp_path / "one.txt"
+    txt.write_text(shakespeare_text[:5000])
+    assert resolve_source(str(txt)).disk_bytes == len(shakespeare_text[:5000].encode())
+    folder = _write_corpus(tmp_path / "folder", "part", shakespeare_text[:8000])
+    assert len(resolve_source(str(folder)).files) == 4
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": f"document {i}"}) for i in range(3)))
+    assert [t for _, t in resolve_source(str(jsonl)).documents()] == ["document 0", "document 1", "document 2"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "no text field"}\n')
+    with pytest.raises(ValueError, match="line 1.*'text'"):
+        list(resolve_source(str(bad)).documents())
+
+
+def test_bad_sources_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a built-in source"):
+        resolve_source("wikipedia")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        resolve_source(str(tmp_path / "empty.txt"))
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="no .txt or .md"):
+        resolve_source(str(tmp_path / "nothing"))
+    with pytest.raises(ValueError, match="positive"):
+        parse_mixture("shakespeare:0")
+
+
+def test_chunks_and_validation_split_are_deterministic(shakespeare_text):
+    chunks = split_chunks(shakespeare_text, size=10_000)
+    assert "".join(chunks) == shakespeare_text
+    assert all(len(c) <= 10_000 for c in chunks)
+    ids = [f"doc#{i}" for i in range(2000)]
+    held_out = [i for i in ids if is_validation(i)]
+    assert held_out == [i for i in ids if is_validation(i)]
+    assert 0.03 < len(held_out) / len(ids) < 0.07  # about 5%
+
+
+def test_token_file_is_cached_and_typed(tmp_path, shakespeare_text, sp_tokenizer):
+    source = resolve_source(str(_write_corpus(tmp_path / "c", "w", shakespeare_text, n_files=8)))
+    first = tokenize_source(source, sp_tokenizer, tmp_path / "cache", progress=False)
+    assert first.tokens("train").dtype == np.uint16
+    assert first.train_tokens + first.val_tokens > 100_000
+    meta_mtime = (first.folder / "meta.json").stat().st_mtime_ns
+    again = tokenize_source(source, sp_tokenizer, tmp_path / "cache", progress=False)
+    assert again == first and (first.folder / "meta.json").stat().st_mtime_ns == meta_mtime
+    assert sp_tokenizer.decode(first.tokens("train")[:50].tolist()).replace("\n", "")[:5].strip()
+
+
+def test_mixture_proportions_and_epochs(tmp_path, shakespeare_text, sp_tokenizer):
+    a = _write_corpus(tmp_path / "a", "a", shakespeare_text[: len(shakespeare_text) // 2])
+    b = _write_corpus(tmp_path / "b", "b", shakespeare_text[len(shakespeare_text) // 2:])
+    mixture = Mixture.build(f"{a}:0.8,{b}:0.2", sp_tokenizer, tmp_path / "cache", progress=False)
+    rows = mixture.table(token_budget=1_000_000)
+    for row, w in zip(rows, (0.8, 0.2)):
+        assert row["proportion"] == pytest.approx(w)
+        assert row["epochs"] == pytest.approx(1_000_000 * w / row["train_tokens"])
+    sampler = BatchSampler(mixture, batch_size=20, seq_len=32, seed=3)
+    picks = [s for pos in range(200) for s, _ in sampler.plan(pos)]
+    share = picks.count(0) / len(picks)
+    # 4,000 draws: the standard error of a 0.8 share is 0.0063; allow 4 of them
+    assert abs(share - 0.8) < 4 * (0.8 * 0.2 / len(picks)) ** 0.5
+
+
+def test_batches_are_reproducible_from_seed_and_position(tmp_path, shakespeare_text, sp_tokenizer):
+    a = _write_corpus(tmp_path / "a", "a", shakespeare_text)
+    mixture = Mixture.build(str(a), sp_tokenizer, tmp_path / "cache", progress=False)
+    s1 = BatchSampler(mixture, 4, 16, seed=7)
+    batches = [next(s1) for _ in range(5)]
+    x, y = batches[0]
+    assert x.shape == (4, 16) and (x[:, 1:] == y[:, :-1]).all()
+    s2 = BatchSampler(mixture, 4, 16, seed=7)
+    s2.load_state_dict({"seed": 7, "position": 3})
+    assert (next(s2)[0] == batches[3][0]).all()
+    assert not (BatchSampler(mixture, 4, 16, seed=8).batch_at(0)[0] == x).all()
+    with pytest.raises(ValueError, match="shorter --seq"):
+        BatchSampler(mixture, 4, 10**7)
