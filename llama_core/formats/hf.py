@@ -57,13 +57,17 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if head_dim * n_heads != dim:
         raise ValueError(f"head_dim={head_dim} x heads={n_heads} != hidden_size={dim}: "
                          "such checkpoints are not supported")
-    if hf.get("rope_scaling"):
-        raise ValueError(f"rope_scaling={hf['rope_scaling']} is not supported yet")
+    # transformers >= 5 nests theta and the scaling type in rope_parameters; older files keep them flat
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or ({} if rope.get("rope_type", "default") == "default" else rope)
+    if scaling:
+        raise ValueError(f"rope scaling {scaling} is not supported yet")
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     return ModelConfig(
         dim=dim, n_layers=hf["num_hidden_layers"], n_heads=n_heads,
         n_kv_heads=hf.get("num_key_value_heads") or n_heads, vocab_size=hf["vocab_size"],
         ffn_hidden_dim=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope_theta=float(hf.get("rope_theta", 10000.0)),
+        rope_theta=float(theta),
         max_seq_len=hf.get("max_position_embeddings", 2048),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
     )
