@@ -19,7 +19,14 @@ import torch
 from lab.records import DEFAULT_RUNS_DIR, RunRecord
 from llama_core import checkpoint as ckpt
 from llama_core.config import ModelConfig, TrainConfig, get_preset
-from llama_core.data import BatchSampler, Mixture, corpus_text, default_cache_dir, parse_mixture, resolve_source
+from llama_core.data import (
+    BatchSampler,
+    Mixture,
+    corpus_text,
+    default_cache_dir,
+    parse_mixture,
+    resolve_source,
+)
 from llama_core.devices import device_name, peak_flops, resolve_device, resolve_dtype
 from llama_core.flops import param_count
 from llama_core.model import Transformer

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ def xformers_unavailable_reason(q: torch.Tensor) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _log_choice(choice: str, device: str, dtype: str) -> None:
     log.info("attention backend 'auto' chose %r for %s/%s", choice, device, dtype)
 

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from llama_core.data import (
-    BatchSampler, Mixture, is_validation, parse_mixture, resolve_source, shakespeare_files, split_chunks,
-    stdlib_files, tokenize_source,
+    BatchSampler,
+    Mixture,
+    is_validation,
+    parse_mixture,
+    resolve_source,
+    shakespeare_files,
+    split_chunks,
+    stdlib_files,
+    tokenize_source,
 )
 
 

@@ -3,7 +3,12 @@ import torch
 
 from llama_core.config import PAPER_PRESETS, PRESETS
 from llama_core.flops import (
-    format_count, inference_flops_per_token, kv_cache_bytes, matmul_params, mfu, param_count,
+    format_count,
+    inference_flops_per_token,
+    kv_cache_bytes,
+    matmul_params,
+    mfu,
+    param_count,
     train_flops_per_token,
 )
 from llama_core.model import Transformer

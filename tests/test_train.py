@@ -9,13 +9,13 @@ import time
 
 import pytest
 import torch
-
 from conftest import TINY
+
 from lab.experiment import RunSpec, apply_overrides, run_training
 from lab.records import read_metrics
 from llama_core import checkpoint as ckpt
 from llama_core.config import TrainConfig
-from llama_core.data import Mixture, BatchSampler, shakespeare_files
+from llama_core.data import BatchSampler, Mixture, shakespeare_files
 from llama_core.model import Transformer
 from llama_core.train import build_state, train_step
 
@@ -51,6 +51,18 @@ def test_loss_falls_on_real_shakespeare(tmp_path, hamlet):
     assert config["tokenizer"]["vocab_size"] == 512 and config["hardware"]["device"] == "cpu"
 
 
+class Rows:
+    """Feeds fixed rows `batch` at a time."""
+
+    def __init__(self, x, y, batch):
+        self.x, self.y, self.batch, self.position = x, y, batch, 0
+
+    def __next__(self):
+        i, b = self.position, self.batch
+        self.position += 1
+        return self.x[i * b:(i + 1) * b], self.y[i * b:(i + 1) * b]
+
+
 def test_accumulated_microbatches_equal_one_big_batch(tmp_path, hamlet, sp_tokenizer):
     mixture = Mixture.build(hamlet, sp_tokenizer, tmp_path / "cache", progress=False)
     cfg = TINY.replace(vocab_size=sp_tokenizer.vocab_size)
@@ -62,15 +74,7 @@ def test_accumulated_microbatches_equal_one_big_batch(tmp_path, hamlet, sp_token
         big = BatchSampler(mixture, 8, 32, seed=1)
         x, y = big.batch_at(0)
 
-        class Split:  # feed the same 8 rows, as 1 x 8 or 4 x 2
-            position = 0
-
-            def __next__(self):
-                i = self.position
-                self.position += 1
-                return x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
-
-        state = build_state(model, train_cfg, Split())
+        state = build_state(model, train_cfg, Rows(x, y, batch))  # the same 8 rows, as 1 x 8 or 4 x 2
         assert train_cfg.grad_accum == accum
         train_step(state, train_cfg, torch.device("cpu"))
         params[accum] = [p.detach().clone() for p in model.parameters()]
