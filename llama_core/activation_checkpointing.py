@@ -1,6 +1,6 @@
 """Activation checkpointing applied from outside the plain model: trade backward compute for memory.
 
-Policies (`POLICIES`), from most memory to least:
+Policies (`POLICIES`), roughly from most activation memory to least:
 - "none": autograd keeps every intermediate of the forward pass.
 - "fused": the paper's hand-written backward functions (llama_core.fused) for RMSNorm and the
   SwiGLU feed-forward: they keep inputs and linear-layer outputs, recompute element-wise work.
@@ -19,12 +19,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.utils.checkpoint import (
-    CheckpointPolicy,
-    checkpoint,
-    create_selective_checkpoint_contexts,
-    noop_context_fn,
-)
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from llama_core.fused import rms_norm, swiglu_feed_forward
 from llama_core.model import FeedForward, RMSNorm, Transformer, TransformerBlock
@@ -62,8 +57,10 @@ def _checkpointed_forward(block: TransformerBlock, selective: bool, *args, **kwa
     plain = functools.partial(type(block).forward, block)
     if not torch.is_grad_enabled():  # inference (and KV-cache updates) must run exactly once
         return plain(*args, **kwargs)
-    context_fn = _selective_contexts if selective else noop_context_fn
-    return checkpoint(plain, *args, use_reentrant=False, context_fn=context_fn, **kwargs)
+    if selective:
+        return checkpoint(plain, *args, use_reentrant=False, context_fn=_selective_contexts, **kwargs)
+    # no context_fn argument at all: torch.compile cannot trace one chosen at run time
+    return checkpoint(plain, *args, use_reentrant=False, **kwargs)
 
 
 def _keep_linear_and_attention_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:

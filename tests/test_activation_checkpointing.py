@@ -50,6 +50,21 @@ def test_each_policy_gives_the_loss_and_gradients_of_none(plain, reference, poli
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+@pytest.mark.slow
+def test_policies_compile(plain, reference):
+    """The training loop applies the policy, then torch.compile: dynamo must trace every policy."""
+    tokens, targets, ref_loss, ref_grads = reference
+    for policy in ("full", "selective", "fused"):
+        torch._dynamo.reset()
+        model = apply_activation_checkpointing(copy.deepcopy(plain), policy)
+        # aot_eager traces forward and backward as inductor would, without compiling C++
+        _, loss = torch.compile(model, backend="aot_eager")(tokens, targets)
+        loss.backward()
+        torch.testing.assert_close(loss.detach(), ref_loss, msg=policy)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, ref_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_unknown_policy_names_the_valid_ones(plain):
     with pytest.raises(ValueError, match=r"'sometimes'.*none.*full.*selective.*fused"):
         apply_activation_checkpointing(plain, "sometimes")

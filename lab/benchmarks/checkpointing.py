@@ -14,6 +14,7 @@ own overhead and the process's other memory are left out.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import platform
 import time
@@ -113,6 +114,9 @@ def run(args) -> int:
 def measure(cfg: ModelConfig, policy: str, *, batch: int, seq: int, steps: int, device: torch.device,
             dtype: torch.dtype, attn_backend: str = "auto", compile: bool = False, seed: int = 0) -> dict:
     """Train a fresh model under `policy` for one warm-up and `steps` timed steps; a flat record."""
+    gc.collect()  # the previous policy's model and optimizer must not count against this one
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     torch.manual_seed(seed)
     with device:  # initialise on the device: a 1B model's CPU initialisation takes longer than its steps
         model = apply_activation_checkpointing(Transformer(cfg, attn_backend), policy)
