@@ -35,7 +35,7 @@ def _speech_lines(text: str) -> list[list[str]]:
     return blocks
 
 
-def build_shakespeare_task(n_items: int = 64, context_lines: int = 3, n_choices: int = 4, seed: int = 0
+def build_shakespeare_task(n_items: int = 100, context_lines: int = 3, n_choices: int = 4, seed: int = 0
                            ) -> list[Item]:
     """Which of `n_choices` lines truly follows a passage of `context_lines` lines? (deterministic)
 
