@@ -4,14 +4,23 @@ import json
 
 import pytest
 import torch
-
 from conftest import TINY, TINY_GQA, TINY_TIED_THETA
+from tiny_trained import trained_model
+
 from llama_core.generate import (
-    GREEDY, Sampling, decode_one_token, filter_logits, generate, generate_batch, generate_text, prefill, sample,
-    stream, stream_text,
+    GREEDY,
+    Sampling,
+    decode_one_token,
+    filter_logits,
+    generate,
+    generate_batch,
+    generate_text,
+    prefill,
+    sample,
+    stream,
+    stream_text,
 )
 from llama_core.model import Transformer
-from tiny_trained import trained_model
 
 CONFIGS = {"mha": TINY, "gqa": TINY_GQA, "tied_mqa_theta1e5": TINY_TIED_THETA}
 
