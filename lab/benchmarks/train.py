@@ -62,6 +62,8 @@ def _hf_step(model: Transformer, cfg: TrainConfig, device, dtype):
                                          if k not in ("architectures", "torch_dtype")})
     hf = transformers.LlamaForCausalLM(hf_cfg).to(device)
     hf.load_state_dict(state_dict_to_hf(model.state_dict(), model.config), strict=False)
+    if model.config.tie_embeddings:
+        hf.tie_weights()
     hf.train()
     opt = torch.optim.AdamW(hf.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                             weight_decay=cfg.weight_decay, foreach=True)
@@ -81,47 +83,61 @@ def _hf_step(model: Transformer, cfg: TrainConfig, device, dtype):
     return step
 
 
-def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    model_cfg = get_preset(args.preset)
-    if args.seq > model_cfg.max_seq_len:
-        raise ValueError(f"--seq {args.seq} exceeds {args.preset}'s context {model_cfg.max_seq_len}")
-    cfg = TrainConfig(tokens=args.batch * args.seq * 10**6, batch_size=args.batch, seq_len=args.seq,
-                      activation_checkpointing=args.checkpointing, compile=args.compile)
+def measure_train(preset: str, batch: int, seq: int, steps: int = 3, rounds: int = 3, vs_hf: bool = False,
+                  device: str = "auto", dtype: str = "auto", checkpointing: str = "none", compile: bool = False,
+                  on_round=None) -> dict:
+    """Best-of-`rounds` training tokens/s and MFU of `preset` (and of HF's model with `vs_hf`).
+
+    `on_round(done, total)` is called after each timed round (for progress bars).
+    """
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    model_cfg = get_preset(preset)
+    if seq > model_cfg.max_seq_len:
+        raise ValueError(f"sequence length {seq} exceeds {preset}'s context {model_cfg.max_seq_len}")
+    cfg = TrainConfig(tokens=batch * seq * 10**6, batch_size=batch, seq_len=seq,
+                      activation_checkpointing=checkpointing, compile=compile)
     torch.manual_seed(0)
     model = Transformer(model_cfg).to(device)
-    state = build_state(model, cfg, RandomTokens(model_cfg.vocab_size, args.batch, args.seq, device))
+    state = build_state(model, cfg, RandomTokens(model_cfg.vocab_size, batch, seq, device))
     sides = {"lab": lambda: train_step(state, cfg, device, dtype).loss}
-    if args.vs == "hf":
+    if vs_hf:
         sides["hf"] = _hf_step(model, cfg, device, dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for fn in sides.values():  # warm-up: allocator, packed weights, optimizer state
         fn()
     best: dict[str, float] = {}
-    tokens_per_round = args.steps * args.batch * args.seq
-    for _ in range(args.rounds):
+    tokens_per_round = steps * batch * seq
+    for r in range(rounds):
         for name, fn in sides.items():
             synchronize(device)
             start = time.perf_counter()
-            for _ in range(args.steps):
+            for _ in range(steps):
                 fn()
             synchronize(device)
             best[name] = max(best.get(name, 0.0), tokens_per_round / (time.perf_counter() - start))
+        if on_round:
+            on_round(r + 1, rounds)
     peak, peak_source = peak_flops(device, dtype)
-    flops_per_token = train_flops_per_token(model_cfg, args.seq)
+    flops_per_token = train_flops_per_token(model_cfg, seq)
     record = {
-        "bench": "train", "preset": args.preset, "batch": args.batch, "seq": args.seq,
-        "checkpointing": args.checkpointing, "compile": args.compile,
-        "tokens_per_s": round(best["lab"], 1), "mfu": round(mfu(best["lab"], flops_per_token, peak), 4),
+        "bench": "train", "preset": preset, "batch": batch, "seq": seq, "checkpointing": checkpointing,
+        "compile": compile, "tokens_per_s": round(best["lab"], 1),
+        "mfu": round(mfu(best["lab"], flops_per_token, peak), 4), "flops_per_token": flops_per_token,
         "peak_flops": peak, "peak_source": peak_source, **_memory(device),
         "hardware": hardware_record(device, dtype), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if "hf" in best:
         record.update(hf_tokens_per_s=round(best["hf"], 1), ratio_vs_hf=round(best["lab"] / best["hf"], 3))
+    return record
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = measure_train(args.preset, args.batch, args.seq, args.steps, args.rounds, args.vs == "hf",
+                           args.device, args.dtype, args.checkpointing, args.compile)
     line = json.dumps(record)
     print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
