@@ -1,0 +1,111 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright against `streamlit run`."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = {"chat": "", "attention": "attention", "runs": "runs", "throughput": "throughput",
+         "carbon": "carbon", "models": "models"}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_runs_dir):
+    port = _free_port()
+    env = dict(os.environ, LLAMA_LAB_RUNS_DIR=str(tiny_runs_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"]', timeout=30_000)
+    return page
+
+
+def _settled(page):
+    """Wait until Streamlit has finished running the page's script."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+
+
+def test_every_page_renders_and_chat_streams(server, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = _open(browser, server)
+    box = page.locator('[data-testid="stChatInputTextArea"]')
+    box.wait_for(timeout=60_000)
+    box.fill("HAMLET:")
+    box.press("Enter")
+    page.locator('[data-testid="stChatMessage"]').nth(1).wait_for(timeout=60_000)
+    page.get_by_text("tokens/s").first.wait_for(timeout=60_000)
+    reply = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
+    assert len(reply.strip()) > 10
+    page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    for name, path in PAGES.items():
+        if name == "chat":
+            continue
+        page.goto(f"{server}/{path}")
+        page.wait_for_selector('[data-testid="stMain"]', timeout=30_000)
+        _settled(page)
+        assert page.locator('[data-testid="stException"]').count() == 0, name
+        if name in ("attention", "runs", "carbon"):
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.close()
+
+
+def test_non_utf8_upload_gets_a_message(server, browser):
+    page = _open(browser, f"{server}/attention")
+    page.locator('input[type="file"]').set_input_files(
+        files=[{"name": "bad.txt", "mimeType": "text/plain", "buffer": b"To be \xff\xfe or not"}])
+    page.get_by_text("is not UTF-8 text").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.close()
