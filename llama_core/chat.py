@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from llama_core.generate import Sampling, stream_text
+from llama_core.generate import Sampling, TextStream, stream
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -113,6 +113,7 @@ class Conversation:
     system: str | None = None
     add_bos: bool = True
     messages: list[Message] = field(default_factory=list)
+    last_reply_tokens: int = 0
 
     def add(self, role: str, content: str) -> None:
         self.messages.append(Message(role, content))
@@ -137,12 +138,22 @@ class Conversation:
             self.messages = self.messages[len(self.messages) - len(turns):]
 
     def respond(self, model: Transformer, sampling: Sampling) -> Iterator[str]:
-        """Stream the assistant's reply to the last message, then record it in the history."""
+        """Stream the assistant's reply to the last message, then record it in the history.
+
+        `last_reply_tokens` counts the tokens the reply took (its stop token included).
+        """
         ids = self.prompt(reserve=min(sampling.max_new_tokens, self.max_context // 2))
         stops = tuple(sorted(set(sampling.stop_tokens) | set(self.template.stop_tokens(self.tokenizer))))
-        pieces = []
-        for piece in stream_text(model, self.tokenizer, ids, replace(sampling, stop_tokens=stops),
-                                 stop_strings=self.template.stop_strings):
-            pieces.append(piece)
-            yield piece
-        self.add("assistant", "".join(pieces))
+        text = TextStream(self.tokenizer, self.template.stop_strings, skip_ids=stops)
+        self.last_reply_tokens = 0
+        for token in stream(model, ids, replace(sampling, stop_tokens=stops)):
+            self.last_reply_tokens += 1
+            piece = text.push(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                break
+        tail = text.flush()
+        if tail:
+            yield tail
+        self.add("assistant", text.emitted)

@@ -198,34 +198,59 @@ def stream(model: Transformer, prompt: Sequence[int], sampling: Sampling = GREED
 
 # ----------------------------------------------------------------------------------- text streaming
 
+class TextStream:
+    """Token ids in, one at a time; text out in whole characters, cut before the first stop string.
+
+    Each `push` decodes all ids so far and returns the unseen suffix, unless that ends in an
+    incomplete UTF-8 sequence (U+FFFD) or could be the start of a stop string: such text waits for
+    the next token. Joined with `flush()`, the pieces equal `decode(ids)` cut at the stop string.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop_strings: Sequence[str] = (), skip_ids: Sequence[int] = ()):
+        self.tokenizer, self.stop_strings, self.skip_ids = tokenizer, tuple(stop_strings), set(skip_ids)
+        self.ids: list[int] = []
+        self.emitted = ""
+        self.stopped = False  # a stop string has appeared: ignore further tokens
+
+    def push(self, token: int) -> str:
+        if self.stopped:
+            return ""
+        if token not in self.skip_ids:
+            self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        cut = _first_stop(text, self.stop_strings)
+        if cut is not None:
+            self.stopped = True
+            return self._emit(text[:cut])
+        if text.endswith(REPLACEMENT_CHAR):
+            return ""
+        return self._emit(text[:len(text) - _held_back(text, self.stop_strings)])
+
+    def flush(self) -> str:
+        """The rest of the text at the end of generation (an incomplete character included)."""
+        return "" if self.stopped else self._emit(self.tokenizer.decode(self.ids))
+
+    def _emit(self, ready: str) -> str:
+        if len(ready) <= len(self.emitted) or not ready.startswith(self.emitted):
+            return ""
+        piece, self.emitted = ready[len(self.emitted):], ready
+        return piece
+
+
 def stream_text(model: Transformer, tokenizer: Tokenizer, prompt: Sequence[int], sampling: Sampling = GREEDY,
                 stop_strings: Sequence[str] = (), skip_stop_tokens: bool = True) -> Iterator[str]:
     """Text as it is decoded, in whole characters; joined, it equals `decode(new tokens)` cut before
-    the first stop string (and without the final stop token when `skip_stop_tokens`).
-
-    Each step decodes all new tokens and emits the unseen suffix, unless that ends in an incomplete
-    UTF-8 sequence (U+FFFD) or could be the start of a stop string; such text waits for the next token.
-    """
-    ids: list[int] = []
-    emitted = ""
-    stop_set = set(sampling.stop_tokens)
-    for t in stream(model, prompt, sampling):
-        if not (skip_stop_tokens and t in stop_set):
-            ids.append(t)
-        text = tokenizer.decode(ids)
-        cut = _first_stop(text, stop_strings)
-        if cut is not None:
-            yield text[len(emitted):cut]
+    the first stop string (and without the final stop token when `skip_stop_tokens`)."""
+    text = TextStream(tokenizer, stop_strings, sampling.stop_tokens if skip_stop_tokens else ())
+    for token in stream(model, prompt, sampling):
+        piece = text.push(token)
+        if piece:
+            yield piece
+        if text.stopped:
             return
-        if text.endswith(REPLACEMENT_CHAR):
-            continue
-        ready = len(text) - _held_back(text, stop_strings)
-        if ready > len(emitted) and text.startswith(emitted):
-            yield text[len(emitted):ready]
-            emitted = text[:ready]
-    text = tokenizer.decode(ids)
-    if len(text) > len(emitted):
-        yield text[len(emitted):]
+    tail = text.flush()
+    if tail:
+        yield tail
 
 
 def _first_stop(text: str, stop_strings: Sequence[str]) -> int | None:

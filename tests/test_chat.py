@@ -5,7 +5,7 @@ import torch
 from conftest import TINY
 
 from llama_core.chat import Conversation, Message, get_template, template_name
-from llama_core.generate import Sampling
+from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer
 
 
@@ -76,6 +76,25 @@ def test_respond_streams_a_reply_and_records_it(sp_tokenizer):
     model = Transformer(TINY.replace(vocab_size=sp_tokenizer.vocab_size)).eval()
     conv = Conversation(get_template("plain"), sp_tokenizer, model.config.max_seq_len)
     conv.add("user", "To be, or not to be")
+    prompt = conv.prompt()
     pieces = list(conv.respond(model, Sampling(max_new_tokens=10, temperature=0.0)))
     assert conv.messages[-1] == Message("assistant", "".join(pieces))
     assert len(conv.messages) == 2
+    expected = generate(model, prompt, Sampling(max_new_tokens=10, temperature=0.0, stop_tokens=(2,)))
+    assert conv.last_reply_tokens == len(expected)
+    assert "".join(pieces) == sp_tokenizer.decode([t for t in expected if t != 2])
+
+
+def test_the_chat_command_streams_replies_and_reports_tokens_per_second(tmp_path, sp_tokenizer, monkeypatch,
+                                                                       capsys):
+    import io
+
+    from lab.__main__ import main
+    from llama_core.formats.hf import save_hf
+
+    torch.manual_seed(0)
+    save_hf(Transformer(TINY.replace(vocab_size=sp_tokenizer.vocab_size)), tmp_path, sp_tokenizer)
+    monkeypatch.setattr("sys.stdin", io.StringIO("To be, or not to be\n/reset\nAnother\n/quit\n"))
+    assert main(["chat", "--checkpoint", str(tmp_path), "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "template plain" in out and out.count("tokens/s]") == 2

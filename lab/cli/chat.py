@@ -54,10 +54,9 @@ def run(args) -> int:
             continue
         conv.add("user", line)
         print("model> ", end="", flush=True)
-        start, chars = time.perf_counter(), 0
+        start = time.perf_counter()
         for piece in conv.respond(ckpt.model, sampling):
             print(piece, end="", flush=True)
-            chars += len(piece)
         seconds = time.perf_counter() - start
-        n_tokens = len(ckpt.tokenizer.encode(conv.messages[-1].content))
+        n_tokens = conv.last_reply_tokens
         print(f"\n[{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s]")
