@@ -154,6 +154,7 @@ class TrainConfig:
     dtype: str = "auto"  # autocast dtype: bf16 on CUDA, fp32 on CPU/MPS
     compile: bool = False
     activation_checkpointing: str = "none"
+    fused_loss: bool = True  # chunked output-layer cross-entropy, no full logits (llama_core/loss.py)
     attn_backend: str = "auto"
     # derived
     grad_accum: int = field(init=False)

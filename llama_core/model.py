@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from llama_core.attention import attend
 from llama_core.config import ModelConfig
+from llama_core.loss import plain_head
 
 
 class RMSNorm(nn.Module):
@@ -130,6 +131,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.attn_backend = attn_backend
+        self.loss_head = plain_head  # training may install a fused head (llama_core.loss)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
@@ -155,7 +157,8 @@ class Transformer(nn.Module):
                 key_mask: torch.Tensor | None = None):
         """tokens (B, T) at positions start_pos.. -> (logits (B, T, V), loss or None).
 
-        `targets` (B, T) gives the mean cross-entropy (ignore_index -100). `key_mask` (B, S) marks
+        `targets` (B, T) gives the mean cross-entropy (ignore_index -100); a fused loss head
+        (installed for training) returns no logits. `key_mask` (B, S) marks
         real (non-padding) positions for batched generation.
         """
         B, T = tokens.shape
@@ -167,11 +170,10 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         for layer in self.layers:
             h = layer(h, cos, sin, start_pos, self.attn_backend, key_mask)
-        logits = self.output(self.norm(h))  # (B, T, V)
+        h = self.norm(h)
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return logits, loss
+            return self.output(h), None  # logits (B, T, V)
+        return self.loss_head(h, self.output, targets)
 
     def setup_caches(self, batch: int, max_seq_len: int | None = None, dtype: torch.dtype | None = None):
         """Give every layer a preallocated KV cache (for generation)."""
