@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import TINY_GQA
 
+from conftest import TINY_GQA
 from llama_core.attention import attend, causal_mask, xformers_unavailable_reason
 from llama_core.model import Transformer
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 
+from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 from llama_core.formats.hf import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from llama_core.model import Transformer
 

@@ -1,8 +1,8 @@
 import math
 
 import pytest
-from conftest import TINY
 
+from conftest import TINY
 from llama_core.config import TrainConfig
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at, param_groups
