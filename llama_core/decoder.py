@@ -59,7 +59,7 @@ class PackedDecoder:
             self.embedding = model.tok_embeddings.weight.detach()
             self.head = (model.output.weight * model.norm.weight).t().contiguous()  # (dim, V)
             # e^(i m theta_j) per position m: rotating a pair is multiplying by a unit complex number
-            self.rotations = torch.complex(model.rope_cos, model.rope_sin)  # (max_seq_len, D/2)
+            self.rotations = torch.complex(model.rope_cos.float(), model.rope_sin.float())  # (max_seq_len, D/2)
 
     def step(self, model: Transformer, token: torch.Tensor, pos: int,
              key_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 from tiny_trained import trained_model
 
+from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 from llama_core.generate import (
     GREEDY,
     Sampling,
@@ -194,3 +194,17 @@ def test_the_decode_benchmark_prints_one_json_line(tmp_path, capsys):
     assert record["tokens_per_s"] > 0 and record["hf_tokens_per_s"] > 0 and record["mbu"] > 0
     assert record["same_tokens_as_hf"] is True
     assert json.loads(out.read_text()) == record
+
+
+def test_cached_decode_in_bfloat16_stays_close_to_the_full_forward():
+    model = _model(TINY_GQA).to(torch.bfloat16)
+    tokens = torch.randint(0, TINY_GQA.vocab_size, (1, 24), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        model.setup_caches(1, 24)
+        steps = [prefill(model, tokens[:, :4])]
+        steps += [decode_one_token(model, tokens[:, p:p + 1], p) for p in range(4, 24)]
+        model.clear_caches()
+    got = torch.stack(steps, 1)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - full[:, 3:].float()).abs().max().item() < 0.05
