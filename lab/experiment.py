@@ -18,6 +18,8 @@ import torch
 
 from lab.records import DEFAULT_RUNS_DIR, RunRecord
 from llama_core import checkpoint as ckpt
+from llama_core import distributed
+from llama_core.activation_checkpointing import POLICIES
 from llama_core.config import ModelConfig, TrainConfig, get_preset
 from llama_core.data import (
     BatchSampler,
@@ -76,12 +78,17 @@ def hardware_record(device: torch.device, dtype: torch.dtype) -> dict:
     peak, source = peak_flops(device, dtype)
     return {"device": device.type, "device_name": device_name(device), "dtype": str(dtype).split(".")[-1],
             "threads": torch.get_num_threads(), "peak_flops": peak, "peak_source": source,
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+            "ranks": distributed.world_size(), "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
 
 
 def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,
                  progress: bool = True, cache_dir: Path | None = None) -> TrainResult:
-    """Train `spec` into runs_dir/NAME, or continue it with `resume`."""
+    """Train `spec` into runs_dir/NAME, or continue it with `resume`.
+
+    Under torchrun (llama_core.distributed) every rank calls this: the global batch is split over
+    the ranks, the model sharded with FSDP2, and only rank 0 writes records and prints.
+    """
     run_dir = Path(runs_dir) / spec.name
     if resume:
         if not (run_dir / "config.json").exists():
@@ -90,31 +97,40 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run {run_dir} already exists; pass --resume to continue it or choose another --name")
     cfg = spec.train
-    device = resolve_device(cfg.device)
+    if cfg.activation_checkpointing not in POLICIES:  # before any tokenizer training or tokenizing
+        raise ValueError(f"--train.activation_checkpointing={cfg.activation_checkpointing!r} is not a policy; "
+                         f"choose one of {', '.join(POLICIES)}")
+    main = distributed.is_main()
+    device = distributed.local_device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
-    tokenizer = tokenizer_for(spec, cache_dir) if not resume else SentencePieceTokenizer.load(
-        run_dir / "tokenizer.model")
-    model_cfg = spec.model_config(tokenizer.vocab_size)
-    if cfg.seq_len > model_cfg.max_seq_len:
-        raise ValueError(f"--train.seq_len={cfg.seq_len} exceeds the model's context "
-                         f"(max_seq_len={model_cfg.max_seq_len}); lower it or raise --model.max_seq_len")
-    mixture = Mixture.build(spec.data, tokenizer, cache_dir, progress=progress)
+    progress = progress and main
+    with distributed.main_first():  # rank 0 trains the tokenizer and fills the token cache alone
+        tokenizer = tokenizer_for(spec, cache_dir) if not resume else SentencePieceTokenizer.load(
+            run_dir / "tokenizer.model")
+        model_cfg = spec.model_config(tokenizer.vocab_size)
+        if cfg.seq_len > model_cfg.max_seq_len:
+            raise ValueError(f"--train.seq_len={cfg.seq_len} exceeds the model's context "
+                             f"(max_seq_len={model_cfg.max_seq_len}); lower it or raise --model.max_seq_len")
+        mixture = Mixture.build(spec.data, tokenizer, cache_dir, progress=progress)
     train_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
     val_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed, split="val") \
         if all(f.val_tokens > cfg.seq_len + 1 for f in mixture.files) else train_sampler
+    train_sampler, val_sampler = distributed.rank_rows(train_sampler), distributed.rank_rows(val_sampler)
 
     torch.manual_seed(cfg.seed)
     model = Transformer(model_cfg, attn_backend=cfg.attn_backend).to(device)
-    state = build_state(model, cfg, train_sampler)
+    mesh = distributed.device_mesh(device) if distributed.is_distributed() else None
+    state = build_state(model, cfg, train_sampler, mesh)
     record = RunRecord(run_dir)
     if resume:
         checkpoint = ckpt.latest_valid_checkpoint(run_dir)
         if checkpoint is None:
             raise ValueError(f"{run_dir} has no usable checkpoint to resume from; start it again")
         restore(state, checkpoint)
-        record.truncate_after(state.step)
-        print(f"resuming {spec.name} from {checkpoint.name} ({state.tokens:,} tokens seen)")
-    else:
+        if main:
+            record.truncate_after(state.step)
+            print(f"resuming {spec.name} from {checkpoint.name} ({state.tokens:,} tokens seen)")
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(run_dir / "tokenizer.model")
         config = {
@@ -130,9 +146,10 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
         record.write_config(config)
     result = train(state, cfg, run_dir=run_dir, val_sampler=val_sampler,
                    bytes_per_token=mixture.bytes_per_token, tokenizer_fingerprint=tokenizer.fingerprint,
-                   device=device, dtype=dtype, sink=record, progress=progress)
-    config = json.loads((run_dir / "config.json").read_text())
-    record.write_config(dict(config, status=result.status))
+                   device=device, dtype=dtype, sink=record if main else None, progress=progress)
+    if main:
+        config = json.loads((run_dir / "config.json").read_text())
+        record.write_config(dict(config, status=result.status))
     return result
 
 

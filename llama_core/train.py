@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch.distributed.device_mesh import DeviceMesh
 from tqdm.auto import tqdm
 
 from llama_core import checkpoint as ckpt
+from llama_core import distributed
 from llama_core.config import TrainConfig
 from llama_core.data import BatchSampler
 from llama_core.devices import peak_flops, synchronize
 from llama_core.flops import mfu, train_flops_per_token
+from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at
 
@@ -95,8 +98,11 @@ def train_step(state: TrainState, cfg: TrainConfig, device: torch.device,
             _, loss = state.forward(x, y)
         (loss / cfg.grad_accum).backward()
         total += loss.detach() / cfg.grad_accum
+    # sharded (DTensor) gradients give the global norm, so every rank clips by the same factor
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
-    loss_value, norm_value = total.item(), grad_norm.item()
+    # every rank sees the same mean loss, so all of them skip (or take) a step together
+    loss_value = distributed.mean_over_ranks(total.item())
+    norm_value = distributed.as_local(grad_norm).item()
     state.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
     state.step += 1
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -111,7 +117,10 @@ def train_step(state: TrainState, cfg: TrainConfig, device: torch.device,
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, sampler: BatchSampler, n_batches: int, device: torch.device,
              dtype: torch.dtype = torch.float32) -> float:
-    """Mean validation loss over the first `n_batches` batches of a fixed validation stream."""
+    """Mean validation loss over the first `n_batches` batches of a fixed validation stream.
+
+    Collective when distributed: each rank evaluates its rows, the mean is over all ranks.
+    """
     was_training = model.training
     model.eval()
     losses = []
@@ -121,7 +130,7 @@ def evaluate(model: torch.nn.Module, sampler: BatchSampler, n_batches: int, devi
             _, loss = model(x.to(device), y.to(device))
         losses.append(loss.item())
     model.train(was_training)
-    return sum(losses) / len(losses)
+    return distributed.mean_over_ranks(sum(losses) / len(losses))
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
@@ -162,21 +171,37 @@ class _StopFlag:
 
 
 def restore(state: TrainState, checkpoint: Path) -> None:
-    """Load model, optimizer, data position, counters and RNG from a checkpoint into `state`."""
-    saved, blob = ckpt.load_training_state(checkpoint)
-    ckpt.load_weights(checkpoint, state.model)
-    state.optimizer.load_state_dict(blob["optimizer"])
-    torch.set_rng_state(blob["torch_rng"])
+    """Load model, optimizer, data position, counters and RNG from a checkpoint into `state`.
+
+    Distributed checkpoints and sharded models go through llama_core.distributed, which reshards
+    to any number of ranks (training has no randomness to restore there).
+    """
+    if distributed.is_sharded(state.model) or distributed.is_distributed_checkpoint(checkpoint):
+        saved = distributed.load_checkpoint(checkpoint, state.model, state.optimizer)
+    else:
+        saved, blob = ckpt.load_training_state(checkpoint)
+        ckpt.load_weights(checkpoint, state.model)
+        state.optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["torch_rng"])
     state.sampler.load_state_dict(saved["data"])
     state.step, state.tokens, state.elapsed_s = saved["step"], saved["tokens"], saved["elapsed_s"]
     state.loss_sum, state.loss_count = saved["loss_sum"], saved["loss_count"]
 
 
-def build_state(model: Transformer, cfg: TrainConfig, sampler: BatchSampler) -> TrainState:
+def build_state(model: Transformer, cfg: TrainConfig, sampler: BatchSampler,
+                mesh: DeviceMesh | None = None) -> TrainState:
+    """Wrap `model` for training from outside: checkpointing, then FSDP2 over `mesh`, then compile."""
+    from llama_core.activation_checkpointing import POLICIES, apply_activation_checkpointing
+
+    if cfg.activation_checkpointing not in POLICIES:
+        raise ValueError(f"TrainConfig.activation_checkpointing: unknown policy {cfg.activation_checkpointing!r}; "
+                         f"choose one of {', '.join(POLICIES)}")
     forward = model
+    use_fused_loss(model, cfg.fused_loss)
     if cfg.activation_checkpointing != "none":
-        from llama_core.activation_checkpointing import apply_activation_checkpointing
         apply_activation_checkpointing(model, cfg.activation_checkpointing)
+    if mesh is not None:
+        distributed.shard_model(model, mesh)
     if cfg.compile:
         forward = torch.compile(model)
     return TrainState(model, build_optimizer(model, cfg), sampler, forward=forward)
@@ -190,6 +215,7 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
     sink = sink or NullSink()
     flops_per_token = train_flops_per_token(state.model.config, cfg.seq_len)
     peak, _ = peak_flops(device, dtype)
+    peak *= distributed.world_size()  # tokens/s below is the whole job's
     step_tokens = cfg.grad_accum * cfg.batch_size * cfg.seq_len
     state.model.train()
     bar = tqdm(total=cfg.steps, initial=state.step, unit="step", desc="training", disable=not progress,
@@ -199,8 +225,9 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
 
     def save():
         state.elapsed_s = time.perf_counter() - wall_start
-        ckpt.save_checkpoint(run_dir, state.step, state.model, state.optimizer,
-                             state.resumable(tokenizer_fingerprint), keep=cfg.keep_checkpoints)
+        saver = distributed.save_checkpoint if distributed.is_sharded(state.model) else ckpt.save_checkpoint
+        saver(run_dir, state.step, state.model, state.optimizer, state.resumable(tokenizer_fingerprint),
+              keep=cfg.keep_checkpoints)
 
     status = "finished"
     with _StopFlag() as stop:
@@ -222,9 +249,10 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
                 state.loss_sum += result.loss
                 state.loss_count += 1
             bar.update(1)
+            stopping = distributed.any_rank(stop.requested)  # ranks save and stop at the same step
             final = state.step == cfg.steps
             evaluate_now = state.step % cfg.eval_every == 0 or final
-            if (state.step % cfg.log_every == 0 or evaluate_now or stop.requested) and state.loss_count:
+            if (state.step % cfg.log_every == 0 or evaluate_now or stopping) and state.loss_count:
                 interval_steps = state.loss_count
                 tokens_per_s = interval_steps * step_tokens / max(interval_time, 1e-9)
                 last = {"step": state.step, "tokens": state.tokens,
@@ -239,9 +267,9 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
                 bar.set_postfix(loss=f"{last['train_loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}",
                                 mfu=f"{last['mfu']:.1%}")
                 state.loss_sum, state.loss_count, interval_time = 0.0, 0, 0.0
-            if state.step % cfg.checkpoint_every == 0 or final or stop.requested:
+            if state.step % cfg.checkpoint_every == 0 or final or stopping:
                 save()
-            if stop.requested:
+            if stopping:
                 status = "interrupted"
                 break
     bar.close()

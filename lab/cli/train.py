@@ -1,10 +1,14 @@
-"""`python -m lab train --preset P --data shakespeare --tokens 2M --name RUN [--train.lr=3e-4 ...]`."""
+"""`python -m lab train --preset P --data shakespeare --tokens 2M --name RUN [--train.lr=3e-4 ...]`.
+
+The same command runs data-parallel under `torchrun --nproc_per_node=N -m lab train ...`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from lab.experiment import RunSpec, apply_overrides, parse_count, run_training
+from llama_core import distributed
 from llama_core.config import PRESETS
 
 ACCEPTS_OVERRIDES = True  # --train.FIELD=VALUE / --model.FIELD=VALUE
@@ -43,6 +47,11 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
+    with distributed.process_group():  # under torchrun: every rank runs this, rank 0 reports
+        return _run(args)
+
+
+def _run(args) -> int:
     spec = RunSpec(name=args.name or f"{args.preset}-{args.data.replace('/', '_')}-{args.tokens}",
                    preset=args.preset, data=args.data, vocab_size=args.vocab, tokenizer=args.tokenizer)
     spec = apply_overrides(spec, {"train.tokens": str(parse_count(args.tokens)),
@@ -56,5 +65,6 @@ def run(args) -> int:
     summary = f"{result.status} at step {result.step} ({result.tokens:,} tokens)"
     if "val_loss" in last:
         summary += f": val loss {last['val_loss']:.3f}, {last['val_bpb']:.3f} bits/byte"
-    print(f"run {spec.name}: {summary}. Records in {Path(args.runs_dir) / spec.name}")
+    if distributed.is_main():
+        print(f"run {spec.name}: {summary}. Records in {Path(args.runs_dir) / spec.name}")
     return 0 if result.status != "interrupted" else 130
