@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -33,8 +34,8 @@ def run(args) -> int:
         result["text"] = {"file": args.text, **perplexity(ckpt.model, ckpt.tokenizer, text, add_bos=ckpt.add_bos)}
     items = load_task(args.task)[:args.limit]
     scored = evaluate_task(ckpt.model, ckpt.tokenizer, items, ckpt.add_bos,
-                           progress=lambda i, n: print(f"\r{i}/{n} items", end="", flush=True))
-    print("\r", end="")
+                           progress=lambda i, n: print(f"\r{i}/{n} items", end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
     scored.pop("predictions")
     result["task"] = {"file": args.task, **scored}
     print(json.dumps(result))
