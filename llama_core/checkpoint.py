@@ -11,7 +11,9 @@ step_* is always complete; its checksums catch files damaged afterwards.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from llama_core.atomic import fsync_dir
 from llama_core.config import ModelConfig
@@ -63,24 +66,39 @@ def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: tor
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        save_file(weights_state_dict(model), tmp / WEIGHTS)
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-                   tmp / OPTIMIZER)
+        # serialise in memory, then write: a full disk then surfaces as OSError(ENOSPC) from write()
+        optimizer_blob = io.BytesIO()
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, optimizer_blob)
+        write_synced(tmp / WEIGHTS, save_safetensors(weights_state_dict(model)))
+        write_synced(tmp / OPTIMIZER, optimizer_blob.getvalue())
         state = dict(state, step=step, checksums={name: _sha256(tmp / name) for name in (WEIGHTS, OPTIMIZER)})
-        (tmp / STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
-        for name in (WEIGHTS, OPTIMIZER, STATE):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+        write_synced(tmp / STATE, json.dumps(state, indent=2, sort_keys=True).encode())
         if final.exists():  # a re-save of the same step (after a resume): replace it whole
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(final.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(run_dir)
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        if err.errno == errno.ENOSPC:
+            raise CheckpointError(f"no space left on the device while writing checkpoint {final}: free some space "
+                                  f"and resume; {kept}") from None
+        raise CheckpointError(f"could not write checkpoint {final} ({err}); {kept}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write bytes and fsync them (the checkpoint folder is renamed into place only afterwards)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_state(ckpt: Path) -> dict:
