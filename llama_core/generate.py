@@ -159,9 +159,12 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
         for i in range(n_new):
             nxt = sample(logits, sampling, generator)  # (B,)
             yield nxt
-            done |= torch.isin(nxt, stops)
-            if i == n_new - 1 or bool(done.all()):
+            if i == n_new - 1:
                 return
+            if sampling.stop_tokens:  # skipped without stop tokens: a device sync per step
+                done |= torch.isin(nxt, stops)
+                if bool(done.all()):
+                    return
             logits = decode_one_token(model, nxt[:, None], T + i, mask, decoder)
     finally:
         model.clear_caches()
