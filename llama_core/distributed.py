@@ -38,24 +38,21 @@ import shutil
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 
 from llama_core import checkpoint as ckpt
 from llama_core.atomic import fsync_dir
 from llama_core.model import Transformer
 from llama_core.optim import param_groups
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+# torch.distributed's FSDP, DTensor and checkpoint modules take seconds to import (sympy): they are
+# imported where used, so that one-process training and the tools that import train.py stay quick.
 
 DCP_DIR = "dcp"
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -131,7 +128,7 @@ def mean_over_ranks(value: float) -> float:
     """The mean of a number over ranks (itself in one process)."""
     if not is_distributed():
         return value
-    # float64 on the CPU (gloo is there even beside NCCL): the mean is exact to the last bit logged
+    # float64 on the CPU: gloo serves CPU tensors even beside NCCL, and no precision is lost
     total = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)  # gloo has no AVG
     return total.item() / world_size()
@@ -148,6 +145,10 @@ def any_rank(flag: bool) -> bool:
 
 def as_local(value: torch.Tensor) -> torch.Tensor:
     """A replicated DTensor (clip_grad_norm_'s global norm of sharded grads) as a plain tensor."""
+    if not is_distributed():
+        return value
+    from torch.distributed.tensor import DTensor
+
     return value.full_tensor() if isinstance(value, DTensor) else value
 
 
@@ -195,6 +196,8 @@ def rank_rows(sampler):
 
 def device_mesh(device: torch.device) -> DeviceMesh:
     """A 1-D mesh over all ranks (pure data parallelism)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
     return init_device_mesh(device.type, (world_size(),), mesh_dim_names=("dp",))
 
 
@@ -203,6 +206,8 @@ def shard_model(model: Transformer, mesh: DeviceMesh) -> Transformer:
 
     Apply activation checkpointing before (it wraps the blocks' forward) and torch.compile after.
     """
+    from torch.distributed.fsdp import fully_shard
+
     for block in model.layers:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
@@ -210,6 +215,10 @@ def shard_model(model: Transformer, mesh: DeviceMesh) -> Transformer:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
+    if not is_distributed():  # fully_shard needs a process group: no FSDP import for one process
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
     return isinstance(model, FSDPModule)
 
 
@@ -225,6 +234,9 @@ def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: tor
 
     Same contract as llama_core.checkpoint.save_checkpoint; every rank must call it.
     """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
     final = ckpt.checkpoint_dir(run_dir, step)
     tmp = final.parent / f".{final.name}.tmp"
     if is_main():
@@ -272,6 +284,9 @@ def load_checkpoint(checkpoint: Path, model: Transformer, optimizer: torch.optim
     single-process one goes into a sharded model through a plain CPU twin. Returns state.json.
     Collective when the model is sharded.
     """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
     checkpoint = Path(checkpoint)
     saved = ckpt.verify(checkpoint)
     if is_distributed_checkpoint(checkpoint):

@@ -15,10 +15,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
-from torch.distributed.device_mesh import DeviceMesh
 from tqdm.auto import tqdm
 
 from llama_core import checkpoint as ckpt
@@ -30,6 +29,9 @@ from llama_core.flops import mfu, train_flops_per_token
 from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 log = logging.getLogger(__name__)
 
