@@ -313,3 +313,16 @@ def load_sweep(root: Path) -> tuple[Sweep, list[dict]]:
             "elapsed_s": metrics[-1].get("elapsed_s") if metrics else None,
         })
     return sweep, rows
+
+
+def smaller_beats_larger(rows: list[dict]) -> list[dict]:
+    """Pairs of finished runs where the smaller model, trained on more tokens, ends at a lower
+    validation loss than the larger: cheaper per generated token (~2N FLOPs) and better, the
+    paper's claim. Largest inference saving first."""
+    done = [r for r in rows if r["val_loss"] is not None]
+    pairs = [{"smaller": s["run"], "larger": big["run"], "smaller val loss": s["val_loss"],
+              "larger val loss": big["val_loss"], "inference saving (x)": big["n_params"] / s["n_params"],
+              "training compute (x)": s["compute"] / big["compute"]}
+             for s in done for big in done
+             if s["n_params"] < big["n_params"] and s["tokens"] > big["tokens"] and s["val_loss"] < big["val_loss"]]
+    return sorted(pairs, key=lambda p: -p["inference saving (x)"])

@@ -12,6 +12,7 @@ import papermill
 import pytest
 
 from lab.records import RunRecord
+from llama_core.data import shakespeare_files
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 IPYNBS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -19,9 +20,17 @@ KERNEL = "llama-lab-test"
 
 # Small parameters per notebook, so the suite stays fast on 2 CPU cores; `runs_dir` is filled in
 # by the test (a temporary folder).
+_SMALL_SWEEP = {  # notebooks 02 and 03: a few tiny runs on Hamlet, seconds each
+    "sweep_name": "small", "data": str(next(f for f in shakespeare_files() if "hamlet" in f.name)),
+    "vocab_size": 512, "threads": 1, "progress": False,
+    "train": {"batch_size": 4, "seq_len": 32, "lr": 3e-3, "log_every": 5, "eval_every": 10, "eval_batches": 2,
+              "checkpoint_every": 20}}
 SMALL = {
     "01_architecture": {"breakdown_presets": ["lab-1m", "lab-15m"], "flops_seq_len": 128,
                         "demo_preset": "lab-1m", "rope_positions": 16},
+    "02_tokens_vs_loss": {**_SMALL_SWEEP, "presets": ["sweep-d64", "sweep-d96"], "tokens": [2560, 5120]},
+    "03_scaling_laws": {**_SMALL_SWEEP, "presets": ["sweep-d64", "sweep-d96", "sweep-d128"],
+                        "tokens": [640, 1280, 2560], "n_boot": 20},
     "04_carbon_and_throughput": {},
 }
 
