@@ -13,6 +13,7 @@ latest checkpoint, and starts the rest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -216,6 +217,24 @@ def plan_sweep(name: str, runs_dir: Path, presets=None, tokens=None, lrs=None, d
     return recorded
 
 
+@contextlib.contextmanager
+def _only_trainer(root: Path):
+    """Refuse a second process training the same sweep (an flock: the OS drops it when we die)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"sweep {root.name!r} is being trained by another process right now; "
+                             "wait for it to finish (or stop it), then rerun to resume") from None
+        yield
+
+
 @dataclass
 class SweepResult:
     root: Path
@@ -234,6 +253,12 @@ def run_sweep(sweep: Sweep, runs_dir: Path, progress: bool = True, cache_dir: Pa
     current run and stops the sweep (status 'interrupted'); rerun to continue.
     """
     root = Path(runs_dir) / sweep.name
+    with _only_trainer(root):
+        return _run_sweep(sweep, root, progress, cache_dir, log)
+
+
+def _run_sweep(sweep: Sweep, root: Path, progress: bool, cache_dir: Path | None, log) -> SweepResult:
+    runs_dir = root.parent
     manifest = read_manifest(root)
     if manifest is not None and Sweep(name=sweep.name, **manifest["grid"]).grid() != sweep.grid():
         raise ValueError(f"sweep {sweep.name!r} in {runs_dir} was recorded with another grid; "
@@ -285,8 +310,9 @@ def run_sweep(sweep: Sweep, runs_dir: Path, progress: bool = True, cache_dir: Pa
 
 
 def load_sweep(root: Path) -> tuple[Sweep, list[dict]]:
-    """A recorded sweep and one row per run: size, budget, compute and final losses (None if not run).
+    """A recorded sweep and one row per run: size, tokens, compute and final losses (None if not run).
 
+    `tokens` is what the run trains on: its `budget` rounded down to whole optimizer steps.
     `n_params` is matmul_params (the blocks and the output head: what costs 6 FLOPs per token), the
     N of C = 6ND; `params` counts every parameter once.
     """
@@ -304,10 +330,12 @@ def load_sweep(root: Path) -> tuple[Sweep, list[dict]]:
         evals = [m for m in metrics if "val_loss" in m]
         losses = [m for m in metrics if m.get("train_loss") is not None]
         status = read_config(run_dir).get("status") if (run_dir / "config.json").exists() else "not started"
+        train = sweep.train_config(run.tokens, run.lr)
+        tokens = train.steps * train.grad_accum * train.batch_size * train.seq_len  # whole steps of the budget
         rows.append({
             "run": run.name, "preset": run.preset, "dim": cfg.dim, "n_layers": cfg.n_layers,
-            "params": param_count(cfg), "n_params": matmul_params(cfg), "tokens": run.tokens, "lr": run.lr,
-            "compute": 6 * matmul_params(cfg) * run.tokens, "status": status,
+            "params": param_count(cfg), "n_params": matmul_params(cfg), "budget": run.tokens, "tokens": tokens,
+            "lr": run.lr, "compute": 6 * matmul_params(cfg) * tokens, "status": status,
             "train_loss": losses[-1]["train_loss"] if losses else None,
             "val_loss": evals[-1]["val_loss"] if evals and status == "finished" else None,
             "elapsed_s": metrics[-1].get("elapsed_s") if metrics else None,

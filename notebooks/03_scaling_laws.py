@@ -55,21 +55,25 @@ from lab.scaling import (
     predict_final_loss,
     predict_loss,
 )
-from lab.sweep import DEFAULT_TRAIN, Sweep, load_sweep, read_manifest, run_sweep
+from lab.sweep import DEFAULT_TRAIN, Sweep, load_sweep, plan_sweep, read_manifest, run_sweep
 
 if threads:
     torch.set_num_threads(threads)
 
 # %% [markdown]
 # ## The runs
-# A recorded sweep is loaded as it is; otherwise the grid above is trained (or finished).
+# A recorded sweep is loaded as it is (an unfinished one is finished first, on its recorded grid);
+# otherwise the grid above is trained. Do not run this while `python -m lab sweep` trains the same
+# sweep: both would train the same run.
 
 # %%
 root = Path(runs_dir) / sweep_name
-if read_manifest(root) is None or read_manifest(root)["status"] != "finished":
-    sweep = Sweep(name=sweep_name, presets=tuple(presets), tokens=tuple(tokens), data=data,
-                  vocab_size=vocab_size, train=dict(train or DEFAULT_TRAIN))
-    run_sweep(sweep, Path(runs_dir), progress=progress)
+manifest = read_manifest(root)
+if manifest is None:
+    run_sweep(Sweep(name=sweep_name, presets=tuple(presets), tokens=tuple(tokens), data=data,
+                    vocab_size=vocab_size, train=dict(train or DEFAULT_TRAIN)), Path(runs_dir), progress=progress)
+elif manifest["status"] != "finished":  # finish the recorded grid, whatever the parameters above say
+    run_sweep(plan_sweep(sweep_name, Path(runs_dir)), Path(runs_dir), progress=progress)
 _, rows = load_sweep(root)
 runs = pd.DataFrame(rows).dropna(subset=["val_loss"])
 held_out = runs.loc[runs["compute"].idxmax()]

@@ -66,7 +66,7 @@ def _sweep_cmd(tmp_path, hamlet, *extra):
             "--quiet", "--threads", "1", *extra]
 
 
-def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, hamlet):
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, hamlet, capsys):
     env = dict(os.environ, LLAMA_LAB_CACHE=str(tmp_path / "cache"))
     grid = ["--presets", "sweep-d64", "--tokens", "2560,7680", "--data", hamlet, "--vocab", "512", *TINY_TRAIN]
     root = tmp_path / "runs" / "kill"
@@ -78,6 +78,8 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, hamlet):
             break
         time.sleep(0.05)
     assert victim.poll() is None, "the sweep ended before it could be killed"
+    assert main(["sweep", "--name", "kill", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 2
+    assert "being trained by another process" in capsys.readouterr().err  # one trainer at a time
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not finished(second)
