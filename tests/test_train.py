@@ -1,6 +1,7 @@
 """Training on real Shakespeare: the loss falls, accumulation is exact, resume is bit-identical."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -9,8 +10,8 @@ import time
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from lab.experiment import RunSpec, apply_overrides, run_training
 from lab.records import read_metrics
 from llama_core import checkpoint as ckpt
@@ -44,7 +45,8 @@ def test_loss_falls_on_real_shakespeare(tmp_path, hamlet):
     first, last = metrics[0]["train_loss"], metrics[-1]["train_loss"]
     assert first - last > 1.0, (first, last)  # nats; ln(512) = 6.2 at the start
     evals = [m for m in metrics if "val_loss" in m]
-    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.2
+    assert evals[-1]["val_loss"] < math.log(512) - 1.5  # far below the uniform guess on held-out text
     assert 0 < evals[-1]["val_bpb"] < 8
     config = json.loads((tmp_path / "runs" / "falls" / "config.json").read_text())
     assert config["status"] == "finished" and config["params"] > 0
