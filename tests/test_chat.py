@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from llama_core.chat import Conversation, Message, get_template, template_name
 from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer

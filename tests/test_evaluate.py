@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
 from tiny_trained import trained_model
 
+from conftest import TINY
 from lab.tasks import SHAKESPEARE_TASK, build_shakespeare_task
 from llama_core.evaluate import Item, evaluate_task, load_task, perplexity, save_task, score_item
 from llama_core.model import Transformer

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 
+from conftest import TINY, TINY_GQA, TINY_TIED_THETA
 from llama_core.formats import Checkpoint, detect_format, export, load_checkpoint
 from llama_core.formats.bpe import BPETokenizer
 from llama_core.formats.hf import config_to_hf, load_hf, save_hf

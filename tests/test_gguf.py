@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_GQA
 
+from conftest import TINY_GQA
 from llama_core.chat import Conversation, get_template
 from llama_core.formats import load_checkpoint
 from llama_core.formats.gguf import load_gguf, tokenizer_from_gguf
