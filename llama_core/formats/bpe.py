@@ -5,12 +5,16 @@ merges) behind the lab's `Tokenizer` protocol, built with the `tokenizers` packa
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
+
+log = logging.getLogger(__name__)
+KNOWN_PRE = ("gpt2", "smollm", "llama-bpe", "llama3")
 
 # GPT-2's pre-tokenizer split (what ByteLevel(use_regex=True) applies)
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -86,6 +90,9 @@ def _pre_tokenizer(pre: str):
     if pre in ("llama-bpe", "llama3"):
         split = pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated")
         return pre_tokenizers.Sequence([split, byte_level])
+    if pre not in KNOWN_PRE:
+        log.warning("pre-tokenizer %r is not known here: splitting text the GPT-2 way, which may tokenize "
+                    "some text differently from llama.cpp", pre)
     gpt2 = pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior="isolated")
     if pre == "smollm":  # every digit its own piece, then GPT-2's split
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2, byte_level])
