@@ -17,6 +17,8 @@ import io
 import json
 import logging
 import os
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -32,6 +34,9 @@ from llama_core.model import Transformer
 log = logging.getLogger(__name__)
 
 WEIGHTS, OPTIMIZER, STATE = "model.safetensors", "optimizer.pt", "state.json"
+# torch.distributed.checkpoint reads this file of a sharded checkpoint (llama_core/distributed.py)
+# with a plain pickle.load, which would run any code in it: `verify` vets it first.
+DCP_METADATA = "dcp/.metadata"
 
 
 class CheckpointError(ValueError):
@@ -101,14 +106,17 @@ def write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def read_state(ckpt: Path) -> dict:
-    path = Path(ckpt) / STATE
+def _read_json(path: Path, missing: str) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: {ckpt} is not a complete checkpoint") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err}); use an earlier checkpoint") from None
+        raise CheckpointError(f"{path} {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+
+
+def read_state(ckpt: Path) -> dict:
+    return _read_json(Path(ckpt) / STATE, f"is missing: {ckpt} is not a complete checkpoint")
 
 
 def verify(ckpt: Path) -> dict:
@@ -121,6 +129,8 @@ def verify(ckpt: Path) -> dict:
         if _sha256(path) != expected:
             raise CheckpointError(f"{path} is damaged (its checksum does not match state.json); "
                                   "use an earlier checkpoint")
+    if (Path(ckpt) / DCP_METADATA).is_file():
+        _vet_dcp_metadata(Path(ckpt) / DCP_METADATA)
     return state
 
 
@@ -157,12 +167,56 @@ def load_state_dict_checked(model: Transformer, sd: dict[str, torch.Tensor], sou
 def load_training_state(ckpt: Path) -> tuple[dict, dict]:
     """(state.json contents, {optimizer, torch_rng}) after verifying checksums."""
     state = verify(ckpt)
-    path = Path(ckpt) / OPTIMIZER
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses pickled code with an UnpicklingError
-        raise CheckpointError(f"{path} cannot be loaded safely ({type(err).__name__}: {err})") from None
+    blob = load_weights_only(Path(ckpt) / OPTIMIZER)
+    if not isinstance(blob, dict) or not {"optimizer", "torch_rng"} <= blob.keys():
+        raise CheckpointError(f"{Path(ckpt) / OPTIMIZER} does not hold the optimizer and RNG states; "
+                              "use an earlier checkpoint")
     return state, blob
+
+
+def load_weights_only(path: Path, mmap: bool = False):
+    """torch.load(weights_only=True): tensors and plain containers only; pickled code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as err:
+        # torch's own message suggests weights_only=False, which is exactly what must not be done here
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it pickles {found.group(1)}" if found else str(err).splitlines()[0]
+        raise CheckpointError(f"{path} could not be read as a weights-only checkpoint and was refused ({what}); "
+                              "only files of tensors load, never pickled code") from None
+    except Exception as err:
+        raise CheckpointError(f"{path} could not be read as a weights-only checkpoint "
+                              f"({type(err).__name__}: {err})") from None
+
+
+class _DcpMetadataUnpickler(pickle.Unpickler):
+    """Only the classes torch.distributed.checkpoint's metadata is made of; anything else is refused."""
+
+    def find_class(self, module: str, name: str):
+        allowed = "." not in name and (  # a dotted name would walk attributes to anything reachable
+            module == "torch.distributed.checkpoint.metadata"
+            or (module, name) in {("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+                                  ("torch", "Size"), ("torch.serialization", "_get_layout"),
+                                  ("collections", "OrderedDict")}
+            or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+            or (module == "pathlib" and name in ("Path", "PosixPath", "PurePosixPath", "WindowsPath")))
+        obj = super().find_class(module, name) if allowed else None
+        if obj is None or (module == "torch.distributed.checkpoint.metadata" and not isinstance(obj, type)):
+            raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+        return obj
+
+
+def _vet_dcp_metadata(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            _DcpMetadataUnpickler(f).load()
+    except Exception as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f"it pickles {found.group(1)}" if found else f"{type(err).__name__}: {err}"
+        raise CheckpointError(f"{path} was refused: it is not plain distributed-checkpoint metadata ({what}); "
+                              "a checkpoint from elsewhere may hold pickled code") from None
 
 
 def latest_valid_checkpoint(run_dir: Path) -> Path | None:
@@ -177,13 +231,7 @@ def latest_valid_checkpoint(run_dir: Path) -> Path | None:
 
 
 def read_run_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist: {run_dir} is not a lab run") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    return _read_json(Path(run_dir) / "config.json", f"does not exist: {run_dir} is not a lab run")
 
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu", step: int | None = None):

@@ -141,10 +141,21 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of `model.safetensors`, or of every shard listed in `model.safetensors.index.json`."""
     from safetensors.torch import load_file
 
+    def read(path: Path) -> dict[str, torch.Tensor]:
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors' own errors do not name the file
+            raise ValueError(f"{path} is not a readable safetensors file ({err}); it may be truncated or "
+                             "damaged: download it again") from None
+
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if single.is_file():
-        return load_file(str(single))
+        return read(single)
     if not index.is_file():
+        pickled = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth"))
+        if pickled:
+            raise ValueError(f"{pickled[0]} is a pickled PyTorch file and is refused (unpickling can run code): "
+                             "only safetensors checkpoints load; ask for, or convert to, model.safetensors")
         raise FileNotFoundError(f"{folder} holds neither model.safetensors nor model.safetensors.index.json "
                                 "(only safetensors checkpoints load; pickled .bin files are refused)")
     weight_map = read_json(index).get("weight_map")
@@ -155,7 +166,7 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
         path = folder / shard
         if not path.is_file():
             raise FileNotFoundError(f"shard {path} listed in {index.name} is missing; download it again")
-        tensors.update(load_file(str(path)))
+        tensors.update(read(path))
     absent = sorted(set(weight_map) - set(tensors))
     if absent:
         raise ValueError(f"{index}: weights {absent[:5]} are listed but not found in their shards")
@@ -193,7 +204,12 @@ def load_hf(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype
         cfg = config_from_hf(hf_cfg)
     except KeyError as err:
         raise ValueError(f"{folder / 'config.json'} lacks the field {err}") from None
-    sd = state_dict_from_hf(read_hf_weights(folder), cfg)
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise ValueError(f"{folder / 'config.json'} does not describe a valid model ({err})") from None
+    try:
+        sd = state_dict_from_hf(read_hf_weights(folder), cfg)
+    except RuntimeError as err:  # a q/k matrix whose shape does not split into the config's heads
+        raise ValueError(f"{folder}: the weights do not fit config.json ({err})") from None
     model = build_model(cfg, sd, str(folder), device, dtype)
     tokenizer = load_hf_tokenizer(folder, hf_cfg)
     if tokenizer is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from llama_core.atomic import atomic_path, atomic_write_json
+from llama_core.checkpoint import load_weights_only
 from llama_core.config import ModelConfig, swiglu_hidden_dim
 from llama_core.formats.common import build_model, check_vocab, read_json
 from llama_core.model import Transformer
@@ -100,10 +101,7 @@ def load_meta(folder: str | os.PathLike, device: str | torch.device = "cpu", dty
     paths = shard_paths(folder)
     shards = []
     for path in paths:
-        try:
-            shards.append(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
-        except Exception as err:
-            raise ValueError(f"{path} could not be read as a weights-only checkpoint ({err})") from None
+        shards.append(load_weights_only(path, mmap=True))
     sd = merge_shards(shards, str(folder))
     try:
         cfg = config_from_params(params, sd, f"{folder / 'params.json'} with {len(paths)} shard(s)")
