@@ -6,13 +6,32 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+class _Serialisable:
+    """to_dict/from_dict/replace for the frozen config dataclasses (derived fields left out)."""
+
+    def to_dict(self) -> dict:
+        """The constructor arguments, JSON-serialisable."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 def _require(ok: bool, field_name: str, message: str) -> None:
     if not ok:
         raise ValueError(f"ModelConfig.{field_name}: {message}")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Serialisable):
     """The shape of a LLaMA model; validated at construction.
 
     `hidden_dim` is derived with Meta's rule (2/3 * 4d, times `ffn_dim_multiplier`, rounded up to
@@ -63,20 +82,6 @@ class ModelConfig:
         object.__setattr__(self, "hidden_dim", self.ffn_hidden_dim or swiglu_hidden_dim(
             self.dim, self.multiple_of, self.ffn_dim_multiplier))
 
-    def to_dict(self) -> dict:
-        """The constructor arguments (derived fields left out), JSON-serialisable."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def swiglu_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None = None) -> int:
@@ -123,7 +128,7 @@ def _require_train(ok: bool, field_name: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Serialisable):
     """How to train: the paper's optimiser and schedule (section 2.3), scaled to the lab.
 
     AdamW (beta1 0.9, beta2 0.95, weight decay 0.1), gradient clipping 1.0, linear warm-up then
@@ -189,16 +194,3 @@ class TrainConfig:
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else min(2000, max(1, self.steps // 20))
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
