@@ -25,6 +25,7 @@ from llama_core import distributed
 from llama_core.config import TrainConfig
 from llama_core.data import BatchSampler
 from llama_core.devices import peak_flops, synchronize
+from llama_core.energy import EnergyMeter
 from llama_core.flops import mfu, train_flops_per_token
 from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
@@ -53,6 +54,7 @@ class TrainState:
     step: int = 0
     tokens: int = 0
     elapsed_s: float = 0.0
+    energy_j: float | None = None  # measured by a hardware counter, where the machine has one
     loss_sum: float = 0.0  # train losses since the last metrics line
     loss_count: int = 0
     bad_steps: int = 0  # non-finite steps in a row
@@ -62,7 +64,8 @@ class TrainState:
         self.forward = self.forward or self.model
 
     def resumable(self, tokenizer_fingerprint: str) -> dict:
-        return {"tokens": self.tokens, "elapsed_s": self.elapsed_s, "data": self.sampler.state_dict(),
+        return {"tokens": self.tokens, "elapsed_s": self.elapsed_s, "energy_j": self.energy_j,
+                "data": self.sampler.state_dict(),
                 "loss_sum": self.loss_sum, "loss_count": self.loss_count,
                 "tokenizer": tokenizer_fingerprint}
 
@@ -187,6 +190,7 @@ def restore(state: TrainState, checkpoint: Path) -> None:
         torch.set_rng_state(blob["torch_rng"])
     state.sampler.load_state_dict(saved["data"])
     state.step, state.tokens, state.elapsed_s = saved["step"], saved["tokens"], saved["elapsed_s"]
+    state.energy_j = saved.get("energy_j")
     state.loss_sum, state.loss_count = saved["loss_sum"], saved["loss_count"]
 
 
@@ -224,9 +228,12 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
                dynamic_ncols=True)
     interval_time, last = 0.0, {}
     wall_start = time.perf_counter() - state.elapsed_s
+    meter, energy_base = EnergyMeter(device.type), state.energy_j or 0.0
 
     def save():
         state.elapsed_s = time.perf_counter() - wall_start
+        measured = meter.joules()
+        state.energy_j = None if measured is None else energy_base + measured
         saver = distributed.save_checkpoint if distributed.is_sharded(state.model) else ckpt.save_checkpoint
         saver(run_dir, state.step, state.model, state.optimizer, state.resumable(tokenizer_fingerprint),
               keep=cfg.keep_checkpoints)
@@ -262,6 +269,9 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
                         "grad_norm": result.grad_norm, "tokens_per_s": tokens_per_s,
                         "mfu": mfu(tokens_per_s, flops_per_token, peak),
                         "elapsed_s": time.perf_counter() - wall_start}
+                measured = meter.joules()
+                if measured is not None:
+                    last.update(energy_j=energy_base + measured, energy_source=meter.source)
                 if evaluate_now:
                     val = evaluate(state.forward, val_sampler, cfg.eval_batches, device, dtype)
                     last.update(val_loss=val, val_bpb=bits_per_byte(val, bytes_per_token))
