@@ -123,12 +123,15 @@ if prediction is not None:
         (not inside, "the measurement falls outside the prediction interval"),
         (abs(rel) > 0.05, f"the point prediction is off by {abs(rel):.0%}"),
         (not boot.fit.converged, "L-BFGS did not converge"),
+        (coef.E < 0.05 * runs["val_loss"].min(), f"E = {coef.E:.3g}: the runs are too short to show the "
+         "irreducible loss, so the law cannot separate it from the N and D terms"),
         (min(coef.alpha, coef.beta) < 0.02 or max(coef.alpha, coef.beta) > 2,
          "an exponent sits at the edge of plausibility"),
     ] if bad]
     if problems:
         print("The fit is poor here: " + "; ".join(problems) + ". Few, small, short runs make a loose "
-              "law; more presets and budgets (and the default grid rather than a tiny one) tighten it.")
+              "law and a bootstrap over a dozen runs understates its spread; more presets and longer "
+              "budgets tighten it.")
     else:
         print("The fit extrapolates well to the held-out run.")
     runs["fitted"] = predict_loss(coef, runs["n_params"], runs["tokens"])
