@@ -164,7 +164,7 @@ def fit_law(n_params, tokens, losses, delta: float = 1e-3, grid=HOFFMANN_GRID, n
 
 
 def _theta(coef: LawCoefficients) -> np.ndarray:
-    return np.array([np.log(coef.A), np.log(coef.B), np.log(coef.E), coef.alpha, coef.beta])
+    return np.array([np.log(coef.A), np.log(coef.B), np.log(max(coef.E, np.finfo(float).tiny)), coef.alpha, coef.beta])
 
 
 @dataclass(frozen=True)
