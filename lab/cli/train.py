@@ -26,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     parser.epilog = ("Any config field can be overridden: --train.lr=3e-4 --train.batch_size=8 "
                      "--model.n_layers=2 (see llama_core/config.py).")
 
@@ -47,6 +49,10 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with distributed.process_group():  # under torchrun: every rank runs this, rank 0 reports
         return _run(args)
 
