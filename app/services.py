@@ -113,6 +113,11 @@ def check_message(text: str) -> str:
     if len(text) > MAX_PROMPT_CHARS:
         raise ValueError(f"the message has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. "
                          "Shorten it.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate: no tokenizer can encode it
+        raise ValueError(f"the message holds an invalid character at position {err.start} "
+                         f"({text[err.start]!r}); retype or paste it again") from None
     return text
 
 

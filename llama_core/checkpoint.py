@@ -239,18 +239,52 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu", step: int | None
     from llama_core.tokenizer import SentencePieceTokenizer
 
     run_dir = Path(run_dir)
-    cfg = ModelConfig.from_dict(read_run_config(run_dir)["model"])
+    try:
+        cfg = ModelConfig.from_dict(read_run_config(run_dir)["model"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{run_dir / 'config.json'} does not describe a model "
+                              f"({type(err).__name__}: {err})") from None
     ckpt = checkpoint_dir(run_dir, step) if step is not None else latest_valid_checkpoint(run_dir)
     if ckpt is None:
+        if list_checkpoints(run_dir):  # all damaged: say what is wrong with the newest
+            verify(list_checkpoints(run_dir)[-1])
         raise CheckpointError(f"{run_dir} has no complete checkpoint yet; train it first")
     tokenizer = SentencePieceTokenizer.load(run_dir / "tokenizer.model")
     if tokenizer.vocab_size != cfg.vocab_size:
         raise CheckpointError(f"{run_dir / 'tokenizer.model'} has {tokenizer.vocab_size} pieces but the "
                               f"model's vocabulary is {cfg.vocab_size}")
-    model = Transformer(cfg)
     verify(ckpt)
+    _check_weights_fit(ckpt / WEIGHTS, cfg, run_dir / "config.json")
+    model = Transformer(cfg)
     load_weights(ckpt, model)
     return model.to(device).eval(), tokenizer
+
+
+def _check_weights_fit(path: Path, cfg: ModelConfig, config_path: Path) -> None:
+    """The weights file's header agrees with the config, read before a model of that config is built:
+    a damaged config then cannot make the loader allocate more memory than the weights themselves take."""
+    from safetensors import safe_open
+
+    from llama_core.formats.common import check_plausible, expected_shapes
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); "
+                              "it may be truncated: use an earlier checkpoint") from None
+    check_plausible(cfg, len(shapes), str(config_path))
+    for name, shape in expected_shapes(cfg).items():
+        if name == "output.weight" and cfg.tie_embeddings:
+            continue
+        if shapes.get(name) != shape:
+            found = "is missing" if name not in shapes else f"has shape {list(shapes[name])}"
+            raise CheckpointError(f"{path}: {name} {found} but {config_path} implies {list(shape)}; "
+                                  "the config does not match the weights")
 
 
 def _sha256(path: Path) -> str:

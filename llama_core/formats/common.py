@@ -29,6 +29,21 @@ def read_json(path: Path) -> dict:
     return data
 
 
+# A damaged or hostile header must not make a loader allocate more than the weights themselves:
+# rotary tables are built for the whole context, and the expected weights are listed per layer.
+MAX_SEQ_LEN = 1 << 20
+
+
+def check_plausible(cfg: ModelConfig, n_tensors: int, source: str) -> None:
+    """Refuse a config that asks for absurd sizes before anything is built from it."""
+    if cfg.max_seq_len > MAX_SEQ_LEN:
+        raise ValueError(f"{source}: a context of {cfg.max_seq_len:,} tokens is beyond the {MAX_SEQ_LEN:,} "
+                         "this lab builds rotary tables for; the file is damaged or not meant for this lab")
+    if cfg.n_layers > n_tensors:  # every layer has 9 weights
+        raise ValueError(f"{source}: the config has {cfg.n_layers:,} layers but the file holds only {n_tensors} "
+                         "weights; the config is damaged or describes a different model")
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight of a Transformer with this config and its shape (the tied output included)."""
     d, hd, kv = cfg.dim, cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -52,6 +67,7 @@ def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], source: s
 
     With tied embeddings, `output.weight` may be absent (it is the embedding matrix).
     """
+    check_plausible(cfg, len(state_dict), source)
     shapes = expected_shapes(cfg)
     state_dict = dict(state_dict)
     if cfg.tie_embeddings:

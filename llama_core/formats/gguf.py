@@ -153,9 +153,17 @@ def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu", dtype
     """(model, tokenizer, chat template text or None, whether prompts start with bos) from a .gguf."""
     reader = _reader(path)
     source = str(path)
-    cfg = config_from_gguf(reader, source)
-    tokenizer = tokenizer_from_gguf(reader, source)
-    check_vocab(tokenizer, cfg, source)
-    model = build_model(cfg, state_dict_from_gguf(reader, source), source, device, dtype or torch.float32)
-    add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", True))
-    return model, tokenizer, chat_template_of(reader), add_bos
+    try:
+        cfg = config_from_gguf(reader, source)
+        tokenizer = tokenizer_from_gguf(reader, source)
+        check_vocab(tokenizer, cfg, source)
+        model = build_model(cfg, state_dict_from_gguf(reader, source), source, device, dtype or torch.float32)
+        add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", True))
+        return model, tokenizer, chat_template_of(reader), add_bos
+    except ValueError as err:
+        if source in str(err):
+            raise
+        raise ValueError(f"{source} is damaged ({type(err).__name__}: {err})") from None
+    except (ArithmeticError, IndexError, KeyError, TypeError, RuntimeError) as err:
+        # the reader decodes fields lazily: a damaged file surfaces here, in the gguf package or numpy
+        raise ValueError(f"{source} is damaged ({type(err).__name__}: {err})") from None

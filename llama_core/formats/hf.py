@@ -206,14 +206,15 @@ def load_hf(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype
         raise ValueError(f"{folder / 'config.json'} lacks the field {err}") from None
     except (TypeError, ValueError, ZeroDivisionError) as err:
         raise ValueError(f"{folder / 'config.json'} does not describe a valid model ({err})") from None
+    weights = read_hf_weights(folder)
     try:
-        sd = state_dict_from_hf(read_hf_weights(folder), cfg)
-    except RuntimeError as err:  # a q/k matrix whose shape does not split into the config's heads
+        sd = state_dict_from_hf(weights, cfg)
+    except (RuntimeError, ValueError) as err:  # unknown names, or q/k rows that do not split into heads
         raise ValueError(f"{folder}: the weights do not fit config.json ({err})") from None
     model = build_model(cfg, sd, str(folder), device, dtype)
     tokenizer = load_hf_tokenizer(folder, hf_cfg)
     if tokenizer is not None:
-        check_vocab(tokenizer, cfg, str(folder))
+        check_vocab(tokenizer, cfg, tokenizer.source)
     return model, tokenizer
 
 

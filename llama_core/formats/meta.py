@@ -102,12 +102,19 @@ def load_meta(folder: str | os.PathLike, device: str | torch.device = "cpu", dty
     shards = []
     for path in paths:
         shards.append(load_weights_only(path, mmap=True))
+    for path, shard in zip(paths, shards):
+        if not isinstance(shard, dict) or not all(isinstance(v, torch.Tensor) for v in shard.values()):
+            raise ValueError(f"{path} does not hold a dictionary of tensors")
     sd = merge_shards(shards, str(folder))
     try:
         cfg = config_from_params(params, sd, f"{folder / 'params.json'} with {len(paths)} shard(s)")
     except KeyError as err:
         raise ValueError(f"{folder / 'params.json'} lacks the field {err}") from None
-    model = build_model(cfg, sd, f"{folder} ({len(paths)} shards)", device, dtype)
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        if isinstance(err, ValueError) and "params.json" in str(err):
+            raise
+        raise ValueError(f"{folder / 'params.json'} does not describe a valid model ({err})") from None
+    model = build_model(cfg, sd, f"{folder / 'params.json'} with {len(paths)} shard(s)", device, dtype)
     tokenizer = None
     if (folder / "tokenizer.model").is_file():
         tokenizer = SentencePieceTokenizer.load(folder / "tokenizer.model")
