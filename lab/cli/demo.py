@@ -41,8 +41,8 @@ def run(args) -> int:
         if result.status != "finished":
             return 130
     print("\nSamples from the demo model (temperature 0.8, top-p 0.95):")
-    for prompt in PROMPTS:
-        text = samples(run_dir, prompt, max_new_tokens=80)[0]
+    for seed, prompt in enumerate(PROMPTS):
+        text = samples(run_dir, prompt, max_new_tokens=80, seed=seed)[0]
         print(f"\n--- {prompt!r} ---\n{text}")
     print(f"\nRecords: {run_dir}/ (python -m lab runs). Next: the app at http://127.0.0.1:8501")
     return 0
