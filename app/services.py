@@ -281,8 +281,14 @@ def run_table(pue: float = carbon.PAPER_PUE, kg_per_kwh: float = carbon.US_AVERA
         except (ValueError, OSError) as err:  # a damaged record must not take the page down
             rows.append({"run": run_dir.name, "status": f"unreadable: {err}"})
             continue
-        watts, source = carbon.device_power(config.get("hardware", {}).get("device_name", "CPU"))
-        footprint = carbon.run_footprint(summary["elapsed_s"] or 0.0, watts, pue, kg_per_kwh)
+        elapsed = summary["elapsed_s"] or 0.0
+        measured = [m for m in read_metrics(run_dir) if m.get("energy_j") is not None]
+        if measured and elapsed > 0:  # a hardware counter (RAPL, NVML) saw the run: use its joules
+            joules = measured[-1]["energy_j"]
+            watts, source = joules / elapsed, f"measured ({measured[-1].get('energy_source', 'counter')})"
+        else:
+            watts, source = carbon.device_power(config.get("hardware", {}).get("device_name", "CPU"))
+        footprint = carbon.run_footprint(elapsed, watts, pue, kg_per_kwh)
         rows.append({**summary, "power_w": watts, "power_source": source, "kwh": footprint.kwh,
                      "g_co2eq": footprint.kg_co2eq * 1000})
     return rows
