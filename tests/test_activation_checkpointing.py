@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from lab.benchmarks.checkpointing import TensorMemory
 from llama_core.activation_checkpointing import POLICIES, apply_activation_checkpointing
 from llama_core.model import Transformer

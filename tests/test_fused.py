@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
 
+from conftest import TINY
 from llama_core.fused import rms_norm, swiglu_feed_forward
 from llama_core.model import FeedForward, RMSNorm
 
