@@ -58,7 +58,8 @@ def resolve_backend(backend: str, q: torch.Tensor, need_weights: bool = False) -
         return "eager"
     if backend == "auto":
         choice = "xformers" if xformers_unavailable_reason(q) is None else "sdpa"
-        _log_choice(choice, q.device.type, str(q.dtype))
+        if not torch.compiler.is_compiling():  # a logged-once cache is not for traced code
+            _log_choice(choice, q.device.type, str(q.dtype))
         return choice
     if backend == "xformers":
         reason = xformers_unavailable_reason(q)
