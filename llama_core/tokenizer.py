@@ -84,11 +84,7 @@ class SentencePieceTokenizer:
                 ids.extend(self.sp.encode(part))
         else:
             ids = self.sp.encode(text)
-        if bos and self.bos_id is not None:
-            ids.insert(0, self.bos_id)
-        if eos and self.eos_id is not None:
-            ids.append(self.eos_id)
-        return ids
+        return with_specials(ids, self, bos, eos)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
@@ -133,6 +129,15 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SI
                          "distinct characters plus 259 byte and special pieces, and stay within what the "
                          "corpus supports: adjust vocab_size or add text") from None
     return SentencePieceTokenizer(buffer.getvalue(), source="<trained>")
+
+
+def with_specials(ids: list[int], tokenizer: Tokenizer, bos: bool, eos: bool) -> list[int]:
+    """`ids` with the tokenizer's bos in front and eos at the end, where asked and defined."""
+    if bos and tokenizer.bos_id is not None:
+        ids.insert(0, tokenizer.bos_id)
+    if eos and tokenizer.eos_id is not None:
+        ids.append(tokenizer.eos_id)
+    return ids
 
 
 def _or_none(token_id: int) -> int | None:

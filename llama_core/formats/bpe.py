@@ -13,6 +13,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
+from llama_core.tokenizer import with_specials
+
 log = logging.getLogger(__name__)
 KNOWN_PRE = ("gpt2", "smollm", "llama-bpe", "llama3")
 
@@ -63,12 +65,7 @@ class BPETokenizer:
         self.tk.save(str(path))
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self.tk.encode(text, add_special_tokens=False).ids
-        if bos and self.bos_id is not None:
-            ids.insert(0, self.bos_id)
-        if eos and self.eos_id is not None:
-            ids.append(self.eos_id)
-        return ids
+        return with_specials(self.tk.encode(text, add_special_tokens=False).ids, self, bos, eos)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tk.decode([int(i) for i in ids], skip_special_tokens=False)
