@@ -43,7 +43,8 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             total -= (log_probs.gather(1, safe_t[:, None]).squeeze(1) * vc).sum()
             probs = log_probs.exp_()  # softmax, in place
             probs.scatter_add_(1, safe_t[:, None], -vc[:, None].to(probs.dtype))  # minus the one-hot
-            probs.mul_(vc[:, None])  # ignored rows contribute nothing
+            if not bool(vc.all()):  # a full pass over (c, V), only where some rows are ignored
+                probs.mul_(vc[:, None])
             grad_logits = probs.to(h.dtype)
             grad_h[start:start + chunk] = grad_logits @ weight
             grad_w.addmm_(grad_logits.t().float(), hc.float())
