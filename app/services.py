@@ -8,7 +8,6 @@ conversation in its own session state.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from lab.records import list_runs, read_config, read_metrics, summarize
+from lab.records import list_runs, read_config, read_jsonl, read_metrics, summarize
 from llama_core import carbon
 from llama_core.attention import attend
 from llama_core.chat import Conversation, get_template
@@ -144,7 +143,7 @@ class TimedReply:
                 self.text += piece
                 yield piece
             self.seconds = time.perf_counter() - start
-        self.tokens = len(self.conversation.tokenizer.encode(self.text))
+        self.tokens = self.conversation.last_reply_tokens  # decoded, not re-encoded from the text
 
     @property
     def tokens_per_s(self) -> float:
@@ -247,21 +246,7 @@ def paper_projection(tokens_per_s: float, preset: str, seq: int) -> list[dict]:
 def bench_records(kind: str) -> list[dict]:
     """Lines of runs/bench/KIND.jsonl written by `python -m lab bench KIND`."""
     path = runs_dir() / "bench" / f"{kind}.jsonl"
-    return read_metrics_file(path)
-
-
-def read_metrics_file(path: Path) -> list[dict]:
-    import json
-
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_jsonl(path)
 
 
 def machine_peak() -> tuple[float, str]:
@@ -296,7 +281,3 @@ def run_table(pue: float = carbon.PAPER_PUE, kg_per_kwh: float = carbon.US_AVERA
 
 def run_metrics(name: str) -> list[dict]:
     return [m for m in read_metrics(runs_dir() / name) if m.get("train_loss") is not None]
-
-
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -39,7 +39,12 @@ class RunRecord:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """Every complete metrics line of a run ([] when there are none yet)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete JSON line of a file ([] if it does not exist); a line cut by a crash is skipped."""
+    path = Path(path)
     if not path.exists():
         return []
     rows = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from llama_core.generate import Sampling, TextStream, stream
+from llama_core.generate import Sampling, TextStream, stream, text_pieces
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -146,14 +146,11 @@ class Conversation:
         stops = tuple(sorted(set(sampling.stop_tokens) | set(self.template.stop_tokens(self.tokenizer))))
         text = TextStream(self.tokenizer, self.template.stop_strings, skip_ids=stops)
         self.last_reply_tokens = 0
-        for token in stream(model, ids, replace(sampling, stop_tokens=stops)):
-            self.last_reply_tokens += 1
-            piece = text.push(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                break
-        tail = text.flush()
-        if tail:
-            yield tail
+
+        def counted():
+            for token in stream(model, ids, replace(sampling, stop_tokens=stops)):
+                self.last_reply_tokens += 1
+                yield token
+
+        yield from text_pieces(counted(), text)
         self.add("assistant", text.emitted)

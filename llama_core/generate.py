@@ -8,7 +8,7 @@ RoPE only sees position differences, a padded row decodes like the same prompt a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -245,7 +245,12 @@ def stream_text(model: Transformer, tokenizer: Tokenizer, prompt: Sequence[int],
     """Text as it is decoded, in whole characters; joined, it equals `decode(new tokens)` cut before
     the first stop string (and without the final stop token when `skip_stop_tokens`)."""
     text = TextStream(tokenizer, stop_strings, sampling.stop_tokens if skip_stop_tokens else ())
-    for token in stream(model, prompt, sampling):
+    yield from text_pieces(stream(model, prompt, sampling), text)
+
+
+def text_pieces(tokens: Iterable[int], text: TextStream) -> Iterator[str]:
+    """Feed `tokens` through `text`, yielding each non-empty piece until a stop string, then the rest."""
+    for token in tokens:
         piece = text.push(token)
         if piece:
             yield piece

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -47,3 +48,56 @@ def tiny_runs_dir(tmp_path_factory):
                                      eval_batches=2, log_every=5, checkpoint_every=20))
     run_training(spec, root / "runs", progress=False, cache_dir=root / "cache")
     return root / "runs"
+
+
+def random_norm_model(cfg, seed: int = 0):
+    """A Transformer with random weights and random RMSNorm gains (ones would hide gain bugs)."""
+    from llama_core.model import Transformer
+
+    torch.manual_seed(seed)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+@contextlib.contextmanager
+def served_app(runs_dir):
+    """`streamlit run app/main.py` on a free loopback port, as users start it; yields (port, url).
+
+    No --server.address is passed: the checked-in .streamlit/config.toml decides where it binds.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LLAMA_LAB_RUNS_DIR=str(runs_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        yield port, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

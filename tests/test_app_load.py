@@ -3,10 +3,6 @@ loopback, typed paths confined to the model folders, and hostile prompts answere
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import services
+from conftest import served_app
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")
@@ -89,31 +86,12 @@ def _other_addresses() -> list[str]:
 
 
 def test_the_server_listens_on_loopback_only(tiny_runs_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, LLAMA_LAB_RUNS_DIR=str(tiny_runs_dir))
-    # no --server.address: the checked-in .streamlit/config.toml decides
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(300):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("streamlit did not start")
+    with served_app(tiny_runs_dir) as (port, _):
         assert _listening(port) == {"127.0.0.1"}
         for address in _other_addresses():  # the machine's own network addresses are refused
             with socket.socket() as s:
                 s.settimeout(2)
                 assert s.connect_ex((address, port)) != 0, f"the app answers on {address}:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_a_typed_path_cannot_leave_the_model_folders(lab_env, tmp_path):

@@ -7,26 +7,15 @@ import shutil
 import pytest
 import torch
 
-from conftest import TINY, TINY_GQA, TINY_TIED_THETA
+from conftest import TINY, TINY_GQA, TINY_TIED_THETA, random_norm_model
 from llama_core.formats import Checkpoint, detect_format, export, load_checkpoint
 from llama_core.formats.bpe import BPETokenizer
 from llama_core.formats.hf import config_to_hf, load_hf, save_hf
 from llama_core.formats.meta import load_meta, save_meta
-from llama_core.model import Transformer
 
 # Meta's model parallelism splits key/value heads too, so a 2-shard model needs at least 2 of them
 TIED_GQA_THETA = TINY_GQA.replace(tie_embeddings=True, rope_theta=100000.0)
 TOKENS = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(3))
-
-
-def _model(cfg, seed=0):
-    torch.manual_seed(seed)
-    model = Transformer(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-    return model
 
 
 def _same_shape(a, b):
@@ -44,7 +33,7 @@ def _logits(model, tokens=TOKENS):
 @pytest.mark.parametrize("cfg", [TINY_GQA, TINY_TIED_THETA], ids=["gqa", "tied_mqa_theta"])
 @pytest.mark.parametrize("max_shard_bytes", [None, 60_000], ids=["single", "sharded"])
 def test_lab_to_hf_to_lab_gives_identical_logits(tmp_path, cfg, max_shard_bytes):
-    model = _model(cfg)
+    model = random_norm_model(cfg)
     save_hf(model, tmp_path, max_shard_bytes=max_shard_bytes)
     assert (tmp_path / "model.safetensors.index.json").exists() == (max_shard_bytes is not None)
     loaded, tokenizer = load_hf(tmp_path)
@@ -55,7 +44,7 @@ def test_lab_to_hf_to_lab_gives_identical_logits(tmp_path, cfg, max_shard_bytes)
 @pytest.mark.parametrize("cfg", [TINY, TIED_GQA_THETA], ids=["mha", "tied_gqa_theta"])
 def test_lab_to_meta_two_shards_to_lab_gives_identical_logits(tmp_path, cfg, sp_tokenizer):
     cfg = cfg.replace(vocab_size=sp_tokenizer.vocab_size)
-    model = _model(cfg)
+    model = random_norm_model(cfg)
     save_meta(model, tmp_path, sp_tokenizer, shards=2)
     shards = [torch.load(tmp_path / f"consolidated.0{i}.pth", weights_only=True) for i in range(2)]
     # each weight is split along Meta's model-parallel dimension
@@ -107,7 +96,7 @@ def test_a_tokenizer_json_folder_loads_a_byte_level_bpe(tmp_path, shakespeare_te
     tk.train_from_iterator([shakespeare_text[:200_000]], trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     save_hf(model, tmp_path, BPETokenizer(tk, bos_id=0, eos_id=1))
     loaded, tokenizer = load_hf(tmp_path)
     text = "O Romeo, Romeo! wherefore art thou Romeo? café 42"
@@ -124,7 +113,7 @@ def lab_run(tmp_path, sp_tokenizer):
 
     run = tmp_path / "runs" / "tiny"
     cfg = TIED_GQA_THETA.replace(vocab_size=sp_tokenizer.vocab_size)
-    model = _model(cfg)
+    model = random_norm_model(cfg)
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"model": cfg.to_dict()}))
     sp_tokenizer.save(run / "tokenizer.model")
@@ -151,11 +140,11 @@ def test_a_lab_run_exports_to_hf_and_meta_with_identical_logits(lab_run, tmp_pat
 
 def test_meta_shards_must_divide_the_heads(tmp_path):
     with pytest.raises(ValueError, match="n_kv_heads=1 is not divisible by 2"):
-        save_meta(_model(TINY_TIED_THETA), tmp_path, shards=2)
+        save_meta(random_norm_model(TINY_TIED_THETA), tmp_path, shards=2)
 
 
 def test_a_missing_meta_shard_is_named(tmp_path):
-    save_meta(_model(TINY), tmp_path, shards=4)
+    save_meta(random_norm_model(TINY), tmp_path, shards=4)
     (tmp_path / "consolidated.01.pth").unlink()
     with pytest.raises(FileNotFoundError, match=r"consolidated\.01\.pth is missing"):
         load_meta(tmp_path)
@@ -166,7 +155,7 @@ def test_a_missing_meta_shard_is_named(tmp_path):
 
 
 def test_a_missing_hf_shard_is_named(tmp_path):
-    save_hf(_model(TINY), tmp_path, max_shard_bytes=60_000)
+    save_hf(random_norm_model(TINY), tmp_path, max_shard_bytes=60_000)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     victim = sorted(set(index["weight_map"].values()))[-1]
     (tmp_path / victim).unlink()
@@ -175,7 +164,7 @@ def test_a_missing_hf_shard_is_named(tmp_path):
 
 
 def test_params_json_that_disagrees_with_the_weights_is_named(tmp_path):
-    save_meta(_model(TINY), tmp_path, shards=1)
+    save_meta(random_norm_model(TINY), tmp_path, shards=1)
     params = json.loads((tmp_path / "params.json").read_text())
     (tmp_path / "params.json").write_text(json.dumps(dict(params, multiple_of=256)))
     with pytest.raises(ValueError, match=r"params\.json .* feed-forward size of 256 .* weights have 192"):
@@ -186,7 +175,7 @@ def test_params_json_that_disagrees_with_the_weights_is_named(tmp_path):
 
 
 def test_a_shape_mismatch_names_the_weight(tmp_path):
-    save_hf(_model(TINY), tmp_path)
+    save_hf(random_norm_model(TINY), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(dict(cfg, num_key_value_heads=2, head_dim=16)))
     with pytest.raises(ValueError, match=r"layers\.0\.attention\.wk\.weight has shape \[64, 64\] .* \[32, 64\]"):
@@ -194,13 +183,13 @@ def test_a_shape_mismatch_names_the_weight(tmp_path):
 
 
 def test_a_tokenizer_that_disagrees_with_the_model_is_refused(tmp_path, sp_tokenizer):
-    save_meta(_model(TINY), tmp_path, sp_tokenizer)  # 512 pieces for a 300-token model
+    save_meta(random_norm_model(TINY), tmp_path, sp_tokenizer)  # 512 pieces for a 300-token model
     with pytest.raises(ValueError, match="tokenizer has 512 tokens but the model embeds only 300"):
         load_meta(tmp_path)
 
 
 def test_loading_never_unpickles_code(tmp_path):
-    save_meta(_model(TINY), tmp_path)
+    save_meta(random_norm_model(TINY), tmp_path)
     torch.save({"payload": Checkpoint}, tmp_path / "consolidated.00.pth")  # a pickled class, not tensors
     with pytest.raises(ValueError, match=r"consolidated\.00\.pth could not be read as a weights-only"):
         load_meta(tmp_path)
@@ -214,7 +203,7 @@ def test_unknown_paths_and_folders_are_clear_errors(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"not gguf")
     with pytest.raises(ValueError, match="not a GGUF file"):
         detect_format(tmp_path / "weights.bin")
-    save_hf(_model(TINY), tmp_path / "hf")
+    save_hf(random_norm_model(TINY), tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="holds no tokenizer"):
         load_checkpoint(tmp_path / "hf")
     shutil.rmtree(tmp_path / "hf")
@@ -223,7 +212,7 @@ def test_unknown_paths_and_folders_are_clear_errors(tmp_path):
 def test_export_of_a_bpe_checkpoint_to_meta_is_refused(tmp_path):
     from tokenizers import Tokenizer, models
 
-    ckpt = Checkpoint(_model(TINY), BPETokenizer(Tokenizer(models.BPE()), None, None), "plain", True, "hf",
+    ckpt = Checkpoint(random_norm_model(TINY), BPETokenizer(Tokenizer(models.BPE()), None, None), "plain", True, "hf",
                       tmp_path)
     with pytest.raises(ValueError, match="SentencePiece"):
         export(ckpt, tmp_path / "out", "meta")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_trained import trained_model
 
-from conftest import TINY, TINY_GQA, TINY_TIED_THETA
+from conftest import TINY, TINY_GQA, TINY_TIED_THETA, random_norm_model
 from llama_core.generate import (
     GREEDY,
     Sampling,
@@ -20,25 +20,14 @@ from llama_core.generate import (
     stream,
     stream_text,
 )
-from llama_core.model import Transformer
 
 CONFIGS = {"mha": TINY, "gqa": TINY_GQA, "tied_mqa_theta1e5": TINY_TIED_THETA}
-
-
-def _model(cfg, seed=0):
-    torch.manual_seed(seed)
-    model = Transformer(cfg).eval()
-    with torch.no_grad():  # random norm gains, so that the packed decoder's use of them is checked
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-    return model
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_cached_decode_matches_full_forward_at_every_position(name):
     cfg = CONFIGS[name]
-    model = _model(cfg)
+    model = random_norm_model(cfg)
     tokens = torch.randint(0, cfg.vocab_size, (2, cfg.max_seq_len), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full, _ = model(tokens)
@@ -51,7 +40,7 @@ def test_cached_decode_matches_full_forward_at_every_position(name):
 
 
 def test_left_padded_batch_decodes_like_each_prompt_alone():
-    model = _model(TINY_GQA)
+    model = random_norm_model(TINY_GQA)
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [42]]
     sampling = Sampling(max_new_tokens=12, temperature=0.0)
     batch = generate_batch(model, prompts, sampling)
@@ -69,7 +58,7 @@ def _greedy_without_cache(model, prompt, n):
 
 
 def test_temperature_zero_is_deterministic_and_greedy():
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
     first = generate(model, prompt, Sampling(max_new_tokens=20, temperature=0.0))
     assert first == generate(model, prompt, Sampling(max_new_tokens=20, temperature=0.0, seed=123))
@@ -77,7 +66,7 @@ def test_temperature_zero_is_deterministic_and_greedy():
 
 
 def test_a_seed_repeats_a_sampled_run():
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     sampling = Sampling(max_new_tokens=30, temperature=1.0, seed=7)
     a = generate(model, [1, 2, 3], sampling)
     assert a == generate(model, [1, 2, 3], sampling)
@@ -122,7 +111,7 @@ def test_top_k_and_top_p_never_sample_outside_their_set(top_k, top_p):
 
 
 def test_generation_stops_at_the_first_stop_token():
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     free = generate(model, [1, 2, 3], Sampling(max_new_tokens=20, temperature=0.0))
     stop = free[4]
     cut = generate(model, [1, 2, 3], Sampling(max_new_tokens=20, temperature=0.0, stop_tokens=(stop,)))
@@ -131,7 +120,7 @@ def test_generation_stops_at_the_first_stop_token():
 
 
 def test_max_new_tokens_and_the_context_limit():
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     assert len(generate(model, [1, 2], Sampling(max_new_tokens=7, temperature=0.0))) == 7
     assert generate(model, [1, 2], Sampling(max_new_tokens=0)) == []
     near_end = list(range(1, TINY.max_seq_len - 2))  # 61 tokens: 3 new ones fit, and 1 never fed back
@@ -139,7 +128,7 @@ def test_max_new_tokens_and_the_context_limit():
 
 
 def test_a_prompt_longer_than_the_context_is_a_clear_error():
-    model = _model(TINY)
+    model = random_norm_model(TINY)
     with pytest.raises(ValueError, match=r"prompt has 65 tokens .* context \(max_seq_len\) is 64"):
         generate(model, [1] * (TINY.max_seq_len + 1))
     with pytest.raises(ValueError, match="at least one token"):
@@ -197,7 +186,7 @@ def test_the_decode_benchmark_prints_one_json_line(tmp_path, capsys):
 
 
 def test_cached_decode_in_bfloat16_stays_close_to_the_full_forward():
-    model = _model(TINY_GQA).to(torch.bfloat16)
+    model = random_norm_model(TINY_GQA).to(torch.bfloat16)
     tokens = torch.randint(0, TINY_GQA.vocab_size, (1, 24), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full, _ = model(tokens)

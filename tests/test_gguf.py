@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_GQA
+from conftest import TINY_GQA, random_norm_model
 from llama_core.chat import Conversation, get_template
 from llama_core.formats import load_checkpoint
 from llama_core.formats.gguf import load_gguf, tokenizer_from_gguf
@@ -91,13 +91,7 @@ def _write(path, model, tok, types=TYPES):
 @pytest.fixture(scope="module")
 def tiny(sp_tokenizer):
     cfg = TINY_GQA.replace(vocab_size=sp_tokenizer.vocab_size)  # untied: output.weight is written too
-    torch.manual_seed(0)
-    model = Transformer(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-    return model
+    return random_norm_model(cfg)
 
 
 def test_a_quantized_gguf_written_by_the_gguf_package_loads_to_the_dequantized_reference(tmp_path, tiny,
