@@ -143,6 +143,15 @@ def device_power(device_name: str) -> tuple[float, str]:
 
 # ---- a lab run ---------------------------------------------------------------------------------------
 
+def run_power(device_name: str, energy_j: float | None = None, elapsed_s: float | None = None,
+              counter: str | None = None) -> tuple[float, str]:
+    """(mean watts, source) of a run: the joules a hardware counter (RAPL, NVML) measured over
+    `elapsed_s` where it recorded any, else the device's figure from `device_power`."""
+    if energy_j is not None and elapsed_s:
+        return energy_j / elapsed_s, f"measured ({counter or 'counter'})"
+    return device_power(device_name)
+
+
 @dataclass(frozen=True)
 class RunFootprint:
     """Energy and emissions of one lab run, by the paper's formula."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llama_core.flops import bits_per_byte
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -48,7 +49,7 @@ def perplexity(model: Transformer, tokenizer: Tokenizer, text: str, window: int 
         count += len(chunk) - 1
     n_bytes = len(text.encode("utf-8"))
     return {"tokens": count, "bytes": n_bytes, "nll_per_token": nll / count,
-            "perplexity": math.exp(nll / count), "bits_per_byte": nll / math.log(2) / n_bytes}
+            "perplexity": math.exp(nll / count), "bits_per_byte": bits_per_byte(nll / count, n_bytes / count)}
 
 
 # --------------------------------------------------------------------------------- multiple choice

@@ -1,6 +1,8 @@
-"""Cost arithmetic as pure functions of a config: parameters, FLOPs per token, MFU, MBU, KV bytes."""
+"""Cost arithmetic as pure functions of a config: parameters, FLOPs, MFU, MBU, KV bytes; bits per byte."""
 
 from __future__ import annotations
+
+import math
 
 from llama_core.config import ModelConfig
 
@@ -60,6 +62,11 @@ def decode_bytes_per_token(cfg: ModelConfig, context: int, bytes_per_param: int 
 def mbu(steps_per_s: float, bytes_per_step: float, peak_bytes_per_s: float) -> float:
     """Model bandwidth utilisation: achieved bytes/s over the device's peak memory bandwidth."""
     return steps_per_s * bytes_per_step / peak_bytes_per_s
+
+
+def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
+    """Cross-entropy per token (nats) -> bits per UTF-8 byte: comparable across tokenizers."""
+    return loss_nats / math.log(2) / bytes_per_token
 
 
 def format_count(n: float) -> str:

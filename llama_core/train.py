@@ -26,7 +26,7 @@ from llama_core.config import TrainConfig
 from llama_core.data import BatchSampler
 from llama_core.devices import peak_flops, synchronize
 from llama_core.energy import EnergyMeter
-from llama_core.flops import mfu, train_flops_per_token
+from llama_core.flops import bits_per_byte, mfu, train_flops_per_token
 from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at
@@ -136,11 +136,6 @@ def evaluate(model: torch.nn.Module, sampler: BatchSampler, n_batches: int, devi
         losses.append(loss.item())
     model.train(was_training)
     return distributed.mean_over_ranks(sum(losses) / len(losses))
-
-
-def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
-    """Cross-entropy per token (nats) -> bits per UTF-8 byte: comparable across tokenizers."""
-    return loss_nats / math.log(2) / bytes_per_token
 
 
 @dataclass

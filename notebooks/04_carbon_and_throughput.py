@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -21,7 +23,7 @@
 
 # %% tags=["parameters"]
 runs_dir = "runs"  # where `python -m lab train` writes runs/NAME/config.json + metrics.jsonl
-power_watts = None  # None: the device's datasheet power, or an assumed CPU figure (labelled)
+power_watts = None  # None: measured joules where recorded, else datasheet power or an assumed CPU figure
 pue = 1.1  # the paper's; a laptop or desktop is closer to 1.0
 grid = "US average (paper)"  # a key of llama_core.carbon.GRID_KG_PER_KWH
 
@@ -32,15 +34,9 @@ import pandas as pd
 import plotly.express as px
 from IPython.display import display
 
-from lab.records import list_runs, read_config, read_metrics
-from llama_core.carbon import (
-    GRID_KG_PER_KWH,
-    PAPER_DEVELOPMENT,
-    device_power,
-    reproduce_table15,
-    run_footprint,
-    tco2eq,
-)
+from lab.footprint import run_energy
+from lab.records import list_runs, read_metrics
+from llama_core.carbon import GRID_KG_PER_KWH, PAPER_DEVELOPMENT, reproduce_table15, tco2eq
 
 # %% [markdown]
 # ## Table 15, recomputed
@@ -93,26 +89,25 @@ px.bar(grids, x="grid", y="LLaMA-65B tCO2eq", hover_data=["kg CO2eq/kWh"],
 # %% [markdown]
 # ## Your runs
 # Read from the run records (`config.json` and `metrics.jsonl`), never from logs. Energy uses the
-# recorded wall time and the device's power; a CPU's power is an assumption, and is labelled so.
+# recorded wall time and the joules a hardware counter (RAPL, NVML) measured where the run recorded
+# any, else the device's datasheet power; a CPU's power is then an assumption, and is labelled so.
+# The app's Runs and Carbon pages compute the same rows with the same function, `run_energy`.
 
 # %%
 kg_per_kwh = GRID_KG_PER_KWH[grid]
-runs = list_runs(Path(runs_dir))
 rows, curves = [], []
-for run in runs:
+for run in list_runs(Path(runs_dir)):
     metrics = [m for m in read_metrics(run) if "tokens_per_s" in m]
     if not metrics:
         print(f"{run.name}: no metrics yet, skipped")
         continue
-    config = read_config(run)
-    device = config.get("hardware", {}).get("device_name", "unknown device")
-    watts, source = (power_watts, "given") if power_watts is not None else device_power(device)
-    last = metrics[-1]
-    footprint = run_footprint(last["elapsed_s"], watts, pue=pue, kg_per_kwh=kg_per_kwh)
-    rows.append({"run": run.name, "device": device, "tokens": last["tokens"],
+    energy = run_energy(run, pue=pue, kg_per_kwh=kg_per_kwh, power_watts=power_watts)
+    footprint, last = energy.footprint, metrics[-1]
+    rows.append({"run": run.name, "device": energy.device_name, "tokens": last["tokens"],
                  "tokens/s (mean)": sum(m["tokens_per_s"] for m in metrics) / len(metrics),
-                 "MFU (last)": last.get("mfu"), "elapsed (s)": last["elapsed_s"], "power (W)": watts,
-                 "power source": source, "Wh": footprint.kwh * 1000, "g CO2eq": footprint.kg_co2eq * 1000})
+                 "MFU (last)": last.get("mfu"), "elapsed (s)": footprint.elapsed_s,
+                 "power (W)": footprint.power_watts, "power source": energy.power_source,
+                 "Wh": footprint.kwh * 1000, "g CO2eq": footprint.kg_co2eq * 1000})
     curves += [{"run": run.name, "tokens": m["tokens"], "tokens/s": m["tokens_per_s"]} for m in metrics]
 
 if rows:

@@ -2,31 +2,8 @@
 
 from __future__ import annotations
 
-from llama_core.config import PAPER_PRESETS, PRESETS
-from llama_core.flops import format_count, param_count, train_flops_per_token
-
-# Table 2 of the paper: printed size, learning rate, batch size (tokens), training tokens.
-PAPER_TABLE2 = {
-    "llama-7b": ("6.7B", 3.0e-4, "4M", "1.0T"),
-    "llama-13b": ("13.0B", 3.0e-4, "4M", "1.0T"),
-    "llama-33b": ("32.5B", 1.5e-4, "4M", "1.4T"),
-    "llama-65b": ("65.2B", 1.5e-4, "4M", "1.4T"),
-}
-
-
-def preset_rows() -> list[dict]:
-    rows = []
-    for name, cfg in PRESETS.items():
-        n = param_count(cfg)
-        paper = PAPER_TABLE2.get(name)
-        rows.append({
-            "preset": name, "dim": cfg.dim, "layers": cfg.n_layers, "heads": cfg.n_heads,
-            "kv_heads": cfg.n_kv_heads, "ffn": cfg.hidden_dim, "vocab": cfg.vocab_size,
-            "context": cfg.max_seq_len, "params": n, "params_printed": format_count(n),
-            "paper": paper[0] if paper else "",
-            "train_flops_per_token": train_flops_per_token(cfg, cfg.max_seq_len),
-        })
-    return rows
+from llama_core.config import PAPER_PRESETS
+from llama_core.paper import preset_rows
 
 
 def add_arguments(parser) -> None:
