@@ -141,10 +141,26 @@ def completion_logprobs(model: Transformer, tokenizer: Tokenizer, context: str, 
 def score_item(model: Transformer, tokenizer: Tokenizer, item: Item, add_bos: bool = True) -> list[float]:
     """The paper's score of every choice (higher is better)."""
     logp = completion_logprobs(model, tokenizer, item.context, item.choices, add_bos)
+    base = None
     if item.normalization == "answer":
         base = completion_logprobs(model, tokenizer, ANSWER_CONTEXT, item.choices, add_bos)
-        return [a - b for a, b in zip(logp, base)]
-    return [lp / max(1, len(c)) for lp, c in zip(logp, item.choices)]
+    return normalized_scores(logp, item.choices, item.normalization, base)
+
+
+def normalized_scores(logprobs: Sequence[float], choices: Sequence[str], normalization: str,
+                      unconditional: Sequence[float] | None = None) -> list[float]:
+    """The paper's score of each choice from log P(choice | context) (higher is better).
+
+    "chars" divides by the choice's length in characters; "answer" subtracts `unconditional`,
+    log P(choice | "Answer:").
+    """
+    if normalization == "chars":
+        return [lp / max(1, len(c)) for lp, c in zip(logprobs, choices)]
+    if normalization == "answer":
+        if unconditional is None:
+            raise ValueError('the "answer" normalisation needs log P(choice | "Answer:") for every choice')
+        return [a - b for a, b in zip(logprobs, unconditional)]
+    raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
 
 
 def evaluate_task(model: Transformer, tokenizer: Tokenizer, items: Sequence[Item], add_bos: bool = True,
