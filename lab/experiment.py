@@ -22,6 +22,8 @@ from llama_core import distributed
 from llama_core.activation_checkpointing import POLICIES
 from llama_core.config import ModelConfig, TrainConfig, get_preset
 from llama_core.data import (
+    SPLIT_VERSION,
+    VAL_PERCENT,
     BatchSampler,
     Mixture,
     corpus_text,
@@ -31,6 +33,7 @@ from llama_core.data import (
 )
 from llama_core.devices import device_name, peak_flops, resolve_device, resolve_dtype
 from llama_core.flops import param_count
+from llama_core.heldout import heldout_metrics
 from llama_core.model import Transformer
 from llama_core.tokenizer import DEFAULT_VOCAB_SIZE, SentencePieceTokenizer, train_sentencepiece
 from llama_core.train import TrainResult, build_state, restore, train
@@ -61,8 +64,9 @@ def tokenizer_for(spec: RunSpec, cache_dir: Path | None = None) -> SentencePiece
         return SentencePieceTokenizer.load(spec.tokenizer)
     parts = parse_mixture(spec.data)
     sources = [resolve_source(name) for name, _ in parts]
+    # the split is in the key: a tokenizer that saw today's validation text is never reused
     key = hashlib.sha256(json.dumps([[s.fingerprint for s in sources], [w for _, w in parts],
-                                     spec.vocab_size]).encode()).hexdigest()[:16]
+                                     spec.vocab_size, SPLIT_VERSION, VAL_PERCENT]).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"{key}.model"
     if path.exists():
         return SentencePieceTokenizer.load(path)
@@ -147,9 +151,16 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     result = train(state, cfg, run_dir=run_dir, val_sampler=val_sampler,
                    bytes_per_token=mixture.bytes_per_token, tokenizer_fingerprint=tokenizer.fingerprint,
                    device=device, dtype=dtype, sink=record if main else None, progress=progress)
+    heldout = {}
+    if result.status == "finished":  # every rank: a sharded model's forward is collective
+        heldout = heldout_metrics(state.model, mixture, cfg.seq_len, device, dtype)
+        result.last.update(heldout)
     if main:
         config = json.loads((run_dir / "config.json").read_text())
-        record.write_config(dict(config, status=result.status))
+        validation = {"during": f"metrics val_loss/val_bpb: {cfg.eval_batches} sampled batches",
+                      "final": "heldout: " + heldout.get("heldout_method", "not reached")}
+        record.write_config(dict(config, status=result.status, validation=validation,
+                                 heldout=dict(heldout, step=state.step, tokens=state.tokens) if heldout else None))
     return result
 
 

@@ -1,8 +1,9 @@
-"""Real corpora, the paper's sampling mixture (Table 1), cached token files, and batches.
+"""Real corpora, held-out validation documents, the paper's sampling mixture (Table 1), token files, batches.
 
-A source yields documents; a document is cut into chunks of about 64 KB at paragraph boundaries,
-and a chunk goes to the held-out validation split when a hash of its id says so, so the split is
-deterministic and independent of the tokenizer.
+A source yields documents. Validation holds out whole documents (a tenth of them, chosen by a hash of
+their ids; one of a source of two to five), so validation loss measures generalisation to unseen text;
+a single-document source falls back to chunks (cut at paragraphs) chosen by a hash of their ids, and the
+record says so. The split is deterministic and independent of the tokenizer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from llama_core.tokenizer import Tokenizer
 BUILTIN_SOURCES = ("shakespeare", "python-stdlib")
 CHUNK_CHARS = 64_000
 MIN_CHUNK_CHARS = 1_000
-VAL_PERCENT = 5
+VAL_PERCENT = 10  # of a source's documents (or, for a single document, of its chunks)
+SPLIT_VERSION = "documents-v1"  # part of every cache key that depends on the split
+LISTED_DOCUMENTS = 50  # a record names at most this many held-out documents
 
 
 def default_cache_dir() -> Path:
@@ -56,11 +59,16 @@ class Source:
             h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
+    def file_ids(self) -> list[str]:
+        """Each file's path below the files' common folder: unique, and the same on every machine."""
+        root = Path(os.path.commonpath([f.parent for f in self.files]))
+        return [f.relative_to(root).as_posix() for f in self.files]
+
     def documents(self) -> Iterator[tuple[str, str]]:
         """(document id, text) for every document, in a fixed order."""
-        for f in self.files:
+        for name, f in zip(self.file_ids(), self.files):
             if not self.jsonl:
-                yield f.name, f.read_text(encoding="utf-8", errors="replace")
+                yield name, f.read_text(encoding="utf-8", errors="replace")
                 continue
             with open(f, encoding="utf-8", errors="replace") as lines:
                 for n, line in enumerate(lines):
@@ -71,14 +79,25 @@ class Source:
                     except (json.JSONDecodeError, KeyError, TypeError):
                         raise ValueError(f"{f}, line {n + 1}: each line must be a JSON object with a "
                                          "'text' field") from None
-                    yield f"{f.name}:{n}", str(text)
+                    yield f"{name}:{n}", str(text)
+
+    def document_sizes(self) -> list[tuple[str, int]]:
+        """(document id, bytes) for every document, in order; file sizes for plain files."""
+        if not self.jsonl:
+            return [(name, f.stat().st_size) for name, f in zip(self.file_ids(), self.files)]
+        return [(doc_id, len(text.encode("utf-8"))) for doc_id, text in self.documents()]
 
     def chunks(self) -> Iterator[tuple[str, str]]:
-        """(chunk id, text): about 200 chunks or more per source, so any source has held-out text."""
+        """(chunk id 'DOCUMENT#N', text): about 200 chunks or more per source, so that a
+        single-document source still has chunks to hold out."""
         size = min(CHUNK_CHARS, max(MIN_CHUNK_CHARS, self.disk_bytes // 200))
         for doc_id, text in self.documents():
             for i, chunk in enumerate(split_chunks(text, size)):
                 yield f"{doc_id}#{i}", chunk
+
+    def split(self) -> Split:
+        """The source's validation split (see `Split.of`)."""
+        return Split.of(self.document_sizes())
 
 
 def shakespeare_files() -> list[Path]:
@@ -141,9 +160,74 @@ def split_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     return chunks
 
 
+def _rank(name: str) -> int:
+    """A stable pseudo-random rank of a document or chunk id (sha256, first 8 bytes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
 def is_validation(chunk_id: str, val_percent: int = VAL_PERCENT) -> bool:
-    digest = hashlib.sha256(chunk_id.encode()).digest()
-    return int.from_bytes(digest[:4], "little") % 100 < val_percent
+    """The chunk rule: a chunk is held out when its hash falls in the first `val_percent` of 100."""
+    return _rank(chunk_id) % 100 < val_percent
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which text of a source is held out, by a rule the run record names.
+
+    `documents`: whole documents are held out; `val_documents` names them. `chunks` (a source of one
+    document): chunks of it are held out by `is_validation`, so validation text shares the
+    document's characters and plots with training text, which flatters the loss.
+    """
+
+    rule: str  # "documents" or "chunks"
+    val_documents: frozenset[str]
+    n_documents: int
+    val_bytes: int  # bytes of the held-out documents (file sizes); for chunks, filled after tokenizing
+    total_bytes: int
+
+    @classmethod
+    def of(cls, sizes: list[tuple[str, int]]) -> Split:
+        """The deterministic rule over (document id, bytes) pairs.
+
+        One document: chunks. Two to five: the one document whose size is nearest a tenth of the
+        whole (so that neither split is starved). Six or more: the round(10%) documents whose ids
+        hash lowest (Shakespeare: 4 of its 42 works), at least one, never all.
+        """
+        if not sizes:
+            raise ValueError("the source holds no documents: give it some text")
+        total = sum(n for _, n in sizes)
+        if len(sizes) == 1:
+            return cls("chunks", frozenset(), 1, 0, total)
+        if len(sizes) <= 5:
+            target = total * VAL_PERCENT / 100
+            held = [min(sizes, key=lambda d: (abs(d[1] - target), _rank(d[0])))]
+        else:
+            k = min(len(sizes) - 1, max(1, round(len(sizes) * VAL_PERCENT / 100)))
+            held = sorted(sizes, key=lambda d: (_rank(d[0]), d[0]))[:k]
+        ids = frozenset(doc_id for doc_id, _ in held)
+        if len(ids) != len(held):
+            raise ValueError(f"document ids repeat ({sorted(ids)}): give every file a distinct name")
+        return cls("documents", ids, len(sizes), sum(n for _, n in held), total)
+
+    def holds(self, chunk_id: str) -> bool:
+        """Whether a chunk ('DOCUMENT#N', as `Source.chunks` names them) belongs to validation."""
+        if self.rule == "chunks":
+            return is_validation(chunk_id)
+        return chunk_id.rpartition("#")[0] in self.val_documents
+
+    def describe(self) -> dict:
+        """The rule in words and the held-out documents, for a run's config.json."""
+        if self.rule == "chunks":
+            rule = (f"chunks: a single document, so {VAL_PERCENT}% of its chunks (cut at paragraphs, "
+                    "chosen by a hash of their ids) are held out; validation shares the training document")
+            return {"rule": "chunks", "description": rule, "version": SPLIT_VERSION, "n_documents": 1}
+        names = sorted(self.val_documents)
+        rule = ("documents: the one document nearest a tenth of the bytes" if self.n_documents <= 5 else
+                f"documents: the {len(names)} of {self.n_documents} whose ids hash lowest (sha256)")
+        return {"rule": "documents", "description": rule, "version": SPLIT_VERSION,
+                "n_documents": self.n_documents, "n_val_documents": len(names),
+                "val_documents": names[:LISTED_DOCUMENTS], "val_documents_listed": min(len(names), LISTED_DOCUMENTS),
+                "val_document_bytes": self.val_bytes, "total_bytes": self.total_bytes}
 
 
 # ------------------------------------------------------------------------------------ token files
@@ -159,6 +243,7 @@ class TokenFile:
     train_bytes: int
     val_bytes: int
     disk_bytes: int
+    split: dict  # Split.describe(): the rule and the held-out documents
 
     def tokens(self, split: str) -> np.ndarray:
         n = self.train_tokens if split == "train" else self.val_tokens
@@ -183,12 +268,13 @@ def tokenize_source(source: Source, tokenizer: Tokenizer, cache_dir: Path | None
                     progress: bool = True) -> TokenFile:
     """Tokenize `source` into a cached folder keyed by the source and the tokenizer; reuse it after."""
     cache_dir = Path(cache_dir or default_cache_dir())
-    key = f"{source.name}-{source.fingerprint}-{tokenizer.fingerprint}-v{VAL_PERCENT}"
+    key = f"{source.name}-{source.fingerprint}-{tokenizer.fingerprint}-{SPLIT_VERSION}-{VAL_PERCENT}"
     folder = cache_dir / "tokens" / key
     meta_path = folder / "meta.json"
     if meta_path.exists():
         return _token_file(source.name, folder, json.loads(meta_path.read_text()))
     folder.mkdir(parents=True, exist_ok=True)
+    split = source.split()
     dtype = token_dtype(tokenizer.vocab_size)
     counts = {"train": 0, "val": 0}
     nbytes = {"train": 0, "val": 0}
@@ -197,26 +283,27 @@ def tokenize_source(source: Source, tokenizer: Tokenizer, cache_dir: Path | None
     with atomic_path(folder / "train.bin") as train_tmp, atomic_path(folder / "val.bin") as val_tmp:
         with open(train_tmp, "wb") as train_f, open(val_tmp, "wb") as val_f:
             for chunk_id, text in source.chunks():
-                split = "val" if is_validation(chunk_id) else "train"
+                part = "val" if split.holds(chunk_id) else "train"
                 ids = tokenizer.encode(text, bos=chunk_id.endswith("#0"))
-                (val_f if split == "val" else train_f).write(np.asarray(ids, dtype=dtype).tobytes())
-                counts[split] += len(ids)
+                (val_f if part == "val" else train_f).write(np.asarray(ids, dtype=dtype).tobytes())
+                counts[part] += len(ids)
                 size = len(text.encode("utf-8"))
-                nbytes[split] += size
+                nbytes[part] += size
                 bar.update(size)
     bar.close()
     if counts["train"] == 0:
         raise ValueError(f"data source {source.name!r} produced no training tokens")
     meta = {"source": source.name, "dtype": dtype.name, "tokenizer": tokenizer.fingerprint,
             "train_tokens": counts["train"], "val_tokens": counts["val"],
-            "train_bytes": nbytes["train"], "val_bytes": nbytes["val"], "disk_bytes": source.disk_bytes}
+            "train_bytes": nbytes["train"], "val_bytes": nbytes["val"], "disk_bytes": source.disk_bytes,
+            "split": split.describe()}
     atomic_write_json(meta_path, meta)  # written last: its presence means the folder is complete
     return _token_file(source.name, folder, meta)
 
 
 def _token_file(name: str, folder: Path, meta: dict) -> TokenFile:
     return TokenFile(name, folder, meta["train_tokens"], meta["val_tokens"], meta["train_bytes"],
-                     meta["val_bytes"], meta["disk_bytes"])
+                     meta["val_bytes"], meta["disk_bytes"], meta["split"])
 
 
 # --------------------------------------------------------------------------------------- mixture
@@ -262,9 +349,11 @@ class Mixture:
         return cls(files, [w for _, w in parts])
 
     def table(self, token_budget: int) -> list[dict]:
-        """Per source: disk size, tokens, sampling proportion, epochs seen within `token_budget`."""
+        """Per source: disk size, tokens and bytes per split, the split's rule and held-out documents,
+        sampling proportion, epochs seen within `token_budget`."""
         return [{"source": f.source, "disk_bytes": f.disk_bytes, "train_tokens": f.train_tokens,
-                 "val_tokens": f.val_tokens, "proportion": w, "epochs": token_budget * w / f.train_tokens}
+                 "val_tokens": f.val_tokens, "train_bytes": f.train_bytes, "val_bytes": f.val_bytes,
+                 "split": f.split, "proportion": w, "epochs": token_budget * w / f.train_tokens}
                 for f, w in zip(self.files, self.weights)]
 
     @property
@@ -318,11 +407,27 @@ class BatchSampler:
         self.seed, self.position = state["seed"], state["position"]
 
 
+def windows(tokens: np.ndarray, seq_len: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """All of `tokens` as batches (x, y) of non-overlapping windows: every token but the first is a
+    target exactly once. Full windows come `batch_size` at a time; a shorter last window alone."""
+    n_targets = len(tokens) - 1
+    full = n_targets // seq_len
+    for first in range(0, full, batch_size):
+        rows = range(first, min(full, first + batch_size))
+        block = np.stack([np.asarray(tokens[r * seq_len:(r + 1) * seq_len + 1], dtype=np.int64) for r in rows])
+        block = torch.from_numpy(block)  # (B, T + 1)
+        yield block[:, :-1], block[:, 1:]
+    if n_targets % seq_len:
+        tail = torch.from_numpy(np.asarray(tokens[full * seq_len:], dtype=np.int64))[None]  # (1, t + 1)
+        yield tail[:, :-1], tail[:, 1:]
+
+
 def corpus_text(source: Source, max_chars: int | None = None) -> Iterator[str]:
-    """The training chunks of a source as text (for tokenizer training), optionally capped."""
-    seen = 0
+    """The training chunks of a source as text (for tokenizer training: never validation text),
+    optionally capped."""
+    split, seen = source.split(), 0
     for chunk_id, text in source.chunks():
-        if is_validation(chunk_id):
+        if split.holds(chunk_id):
             continue
         yield text
         seen += len(text)

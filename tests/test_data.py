@@ -6,6 +6,8 @@ import pytest
 from llama_core.data import (
     BatchSampler,
     Mixture,
+    Split,
+    corpus_text,
     is_validation,
     parse_mixture,
     resolve_source,
@@ -66,7 +68,69 @@ def test_chunks_and_validation_split_are_deterministic(shakespeare_text):
     ids = [f"doc#{i}" for i in range(2000)]
     held_out = [i for i in ids if is_validation(i)]
     assert held_out == [i for i in ids if is_validation(i)]
-    assert 0.03 < len(held_out) / len(ids) < 0.07  # about 5%
+    assert 0.07 < len(held_out) / len(ids) < 0.13  # about 10%
+
+
+def test_document_split_rule_is_deterministic_and_named():
+    works = [(f"work{i}.txt", 100_000 + i) for i in range(42)]
+    split = Split.of(works)
+    assert split.rule == "documents" and len(split.val_documents) == 4  # Shakespeare's 42 works: 4 held out
+    assert Split.of(list(reversed(works))) == split  # by id, not by order
+    assert split.holds(f"{sorted(split.val_documents)[0]}#3") and not split.holds("not-held#0")
+    described = split.describe()
+    assert described["val_documents"] == sorted(split.val_documents)
+    assert described["val_document_bytes"] == sum(n for d, n in works if d in split.val_documents)
+    # two to five documents: the one nearest a tenth of the bytes
+    assert Split.of([("a", 2000), ("b", 500), ("c", 5000)]).val_documents == {"b"}
+    # one document: chunks, labelled as such
+    single = Split.of([("only.txt", 10**6)])
+    assert single.rule == "chunks" and "chunks" in single.describe()["description"]
+    assert [single.holds(f"only.txt#{i}") for i in range(50)] == [is_validation(f"only.txt#{i}") for i in range(50)]
+    with pytest.raises(ValueError, match="no documents"):
+        Split.of([])
+
+
+def test_builtin_split_holds_out_whole_works():
+    split = resolve_source("shakespeare").split()
+    assert split.rule == "documents" and split.n_documents == 42 and len(split.val_documents) == 4
+    assert split.describe()["val_documents"] == sorted(split.val_documents)
+
+
+def test_folder_documents_keep_distinct_ids(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "same.txt").write_text(f"text of {sub}\n")
+    source = resolve_source(str(tmp_path))
+    assert [doc_id for doc_id, _ in source.documents()] == ["a/same.txt", "b/same.txt"]
+
+
+def test_validation_documents_never_reach_the_training_tokens(tmp_path, sp_tokenizer):
+    works = shakespeare_files()[:8]
+    folder = tmp_path / "works"
+    folder.mkdir()
+    texts = {}
+    for f in works:  # 20 KB of each of 8 works: the rule holds one out
+        texts[f.name] = f.read_text(encoding="utf-8")[20_000:40_000]
+        (folder / f.name).write_text(texts[f.name], encoding="utf-8")
+    source = resolve_source(str(folder))
+    split = source.split()
+    held = sorted(split.val_documents)
+    assert len(held) == 1
+    token_file = tokenize_source(source, sp_tokenizer, tmp_path / "cache", progress=False)
+    assert token_file.split == split.describe()
+    assert tokenize_source(source, sp_tokenizer, tmp_path / "cache2", progress=False).split == token_file.split
+    # byte fallback makes tokenization lossless, and bos decodes to nothing: each token file is
+    # exactly its documents, in order
+    train_text = sp_tokenizer.decode(token_file.tokens("train").tolist())
+    val_text = sp_tokenizer.decode(token_file.tokens("val").tolist())
+    assert val_text == "".join(texts[name] for name in held)
+    assert train_text == "".join(texts[f.name] for f in works if f.name not in held)
+    assert token_file.val_bytes == sum(len(texts[name].encode()) for name in held)
+    for name in held:
+        for start in range(0, len(texts[name]) - 200, 2_000):
+            assert texts[name][start:start + 200] not in train_text
+    # the tokenizer's training text is the training documents only
+    assert "".join(corpus_text(source)) == train_text
 
 
 def test_token_file_is_cached_and_typed(tmp_path, shakespeare_text, sp_tokenizer):

