@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from lab.cli.options import apply_threads
+
 COMMANDS = {  # name -> (module, one-line help)
     "demo": ("lab.cli.demo", "set up the default corpus and tokenizer, train the demo model, sample it"),
     "presets": ("lab.cli.presets", "every preset's parameters and FLOPs per token beside the paper's Table 2"),
@@ -36,7 +38,7 @@ def build_parser(available: dict[str, str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    available = {name: mod for name, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod)}
+    available = {name: mod for name, (mod, _) in COMMANDS.items()}
     # import only the chosen command's module, so that `python -m lab presets` stays quick
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser({chosen: available[chosen]} if chosen in available else available)
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        apply_threads(args)
         return args._run(args) or 0
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

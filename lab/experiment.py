@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lab.records import DEFAULT_RUNS_DIR, RunRecord
-from llama_core import checkpoint as ckpt
+from lab.records import DEFAULT_RUNS_DIR
 from llama_core import distributed
 from llama_core.activation_checkpointing import POLICIES
 from llama_core.config import ModelConfig, TrainConfig, get_preset
@@ -35,6 +34,7 @@ from llama_core.devices import device_name, peak_flops, resolve_device, resolve_
 from llama_core.flops import param_count
 from llama_core.heldout import heldout_metrics
 from llama_core.model import Transformer
+from llama_core.run_folder import RunFolder
 from llama_core.tokenizer import DEFAULT_VOCAB_SIZE, SentencePieceTokenizer, train_sentencepiece
 from llama_core.train import TrainResult, build_state, restore, train
 
@@ -93,11 +93,12 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     Under torchrun (llama_core.distributed) every rank calls this: the global batch is split over
     the ranks, the model sharded with FSDP2, and only rank 0 writes records and prints.
     """
-    run_dir = Path(runs_dir) / spec.name
+    run = RunFolder(Path(runs_dir) / spec.name)
+    run_dir = run.path
     if resume:
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"cannot resume: {run_dir} has no config.json; start it without --resume")
-        spec = spec_from_record(run_dir, spec.train)
+        if not run.is_run():
+            raise FileNotFoundError(f"cannot resume: {run_dir} holds no run record; start it without --resume")
+        check_resumable(spec_from_record(run_dir), spec)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run {run_dir} already exists; pass --resume to continue it or choose another --name")
     cfg = spec.train
@@ -110,7 +111,7 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     progress = progress and main
     with distributed.main_first():  # rank 0 trains the tokenizer and fills the token cache alone
         tokenizer = tokenizer_for(spec, cache_dir) if not resume else SentencePieceTokenizer.load(
-            run_dir / "tokenizer.model")
+            run.tokenizer_path)
         model_cfg = spec.model_config(tokenizer.vocab_size)
         if cfg.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"--train.seq_len={cfg.seq_len} exceeds the model's context "
@@ -125,57 +126,82 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     model = Transformer(model_cfg, attn_backend=cfg.attn_backend).to(device)
     mesh = distributed.device_mesh(device) if distributed.is_distributed() else None
     state = build_state(model, cfg, train_sampler, mesh)
-    record = RunRecord(run_dir)
     if resume:
-        checkpoint = ckpt.latest_valid_checkpoint(run_dir)
+        checkpoint = run.latest_valid_checkpoint()
         if checkpoint is None:
             raise ValueError(f"{run_dir} has no usable checkpoint to resume from; start it again")
         restore(state, checkpoint)
         if main:
-            record.truncate_after(state.step)
+            run.truncate_after(state.step)
+            run.update_config(train=cfg.to_dict())  # the record tells the budget and cadence now in force
             print(f"resuming {spec.name} from {checkpoint.name} ({state.tokens:,} tokens seen)")
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(run_dir / "tokenizer.model")
+        tokenizer.save(run.tokenizer_path)
         config = {
             "name": spec.name, "preset": spec.preset, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
             "model_overrides": spec.model_overrides, "params": param_count(model_cfg),
             "data": {"mixture": spec.data, "table": mixture.table(cfg.steps * cfg.grad_accum *
                                                                    cfg.batch_size * cfg.seq_len)},
-            "tokenizer": {"path": "tokenizer.model", "fingerprint": tokenizer.fingerprint,
+            "tokenizer": {"path": run.tokenizer_path.name, "fingerprint": tokenizer.fingerprint,
                           "vocab_size": tokenizer.vocab_size},
             "hardware": hardware_record(device, dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "status": "running",
         }
-        record.write_config(config)
+        run.write_config(config)
     result = train(state, cfg, run_dir=run_dir, val_sampler=val_sampler,
                    bytes_per_token=mixture.bytes_per_token, tokenizer_fingerprint=tokenizer.fingerprint,
-                   device=device, dtype=dtype, sink=record if main else None, progress=progress)
+                   device=device, dtype=dtype, sink=run if main else None, progress=progress)
     heldout = {}
     if result.status == "finished":  # every rank: a sharded model's forward is collective
         heldout = heldout_metrics(state.model, mixture, cfg.seq_len, device, dtype)
         result.last.update(heldout)
     if main:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = run.read_config()
         validation = {"during": f"metrics val_loss/val_bpb: {cfg.eval_batches} sampled batches",
                       "final": "heldout: " + heldout.get("heldout_method", "not reached")}
-        record.write_config(dict(config, status=result.status, validation=validation,
-                                 heldout=dict(heldout, step=state.step, tokens=state.tokens) if heldout else None))
+        run.write_config(dict(config, status=result.status, validation=validation,
+                              heldout=dict(heldout, step=state.step, tokens=state.tokens) if heldout else None))
     return result
 
 
-def spec_from_record(run_dir: Path, train_cfg: TrainConfig | None = None) -> RunSpec:
-    """The spec a recorded run was started with (its own training config, unless given)."""
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    recorded = TrainConfig.from_dict(config["train"])
+def spec_from_record(run_dir: Path) -> RunSpec:
+    """The spec a recorded run was trained with."""
+    config = RunFolder(run_dir).read_config()
     return RunSpec(name=config["name"], preset=config["preset"], data=config["data"]["mixture"],
                    vocab_size=config["tokenizer"]["vocab_size"], model_overrides=config["model_overrides"],
-                   train=recorded if train_cfg is None else train_cfg)
+                   train=TrainConfig.from_dict(config["train"]))
+
+
+# What a resume may change: the budget, the evaluation, logging and checkpoint cadence, and how the
+# steps are executed. The model, the data, the tokenizer and the optimisation recipe (batch, lr,
+# schedule, seed) are the run's identity: changing them mid-run would make its record a lie.
+RESUMABLE_TRAIN_FIELDS = ("tokens", "eval_every", "eval_batches", "log_every", "checkpoint_every",
+                          "keep_checkpoints", "max_bad_steps", "device", "dtype", "compile",
+                          "activation_checkpointing", "fused_loss", "attn_backend")
+
+
+def check_resumable(recorded: RunSpec, requested: RunSpec) -> None:
+    """Refuse to resume `recorded` as `requested` when they differ in more than RESUMABLE_TRAIN_FIELDS."""
+    changed = [f"--{name}={getattr(requested, name)!r} (recorded {getattr(recorded, name)!r})"
+               for name in ("preset", "data") if getattr(requested, name) != getattr(recorded, name)]
+    if requested.tokenizer is None and requested.vocab_size != recorded.vocab_size:
+        changed.append(f"--vocab={requested.vocab_size} (recorded {recorded.vocab_size})")
+    old, new = (s.model_config(recorded.vocab_size).to_dict() for s in (recorded, requested))
+    changed += [f"--model.{k}={new[k]!r} (recorded {old[k]!r})" for k in old if new[k] != old[k]]
+    old, new = recorded.train.to_dict(), requested.train.to_dict()
+    changed += [f"--train.{f.name}={new[f.name]!r} (recorded {old[f.name]!r})"
+                for f in dataclasses.fields(TrainConfig)
+                if f.init and f.name not in RESUMABLE_TRAIN_FIELDS and new[f.name] != old[f.name]]
+    if changed:
+        raise ValueError(f"cannot resume {recorded.name} with {', '.join(changed)}: a resume may change only "
+                         f"--train.{{{','.join(RESUMABLE_TRAIN_FIELDS)}}}; the model, data, tokenizer and "
+                         "optimisation recipe are the run's own. Start a new run (another --name) to change them")
 
 
 def finished(run_dir: Path) -> bool:
-    path = Path(run_dir) / "config.json"
-    return path.exists() and json.loads(path.read_text()).get("status") == "finished"
+    run = RunFolder(run_dir)
+    return run.is_run() and run.read_config().get("status") == "finished"
 
 
 def apply_overrides(spec: RunSpec, overrides: dict[str, str]) -> RunSpec:
@@ -193,6 +219,22 @@ def apply_overrides(spec: RunSpec, overrides: dict[str, str]) -> RunSpec:
         value = coerce(raw, str(fields[name].type), key)
         (model_over if section == "model" else train_over)[name] = value
     return dataclasses.replace(spec, model_overrides=model_over, train=spec.train.replace(**train_over))
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str]:
+    """['--train.lr=3e-4', '--model.dim', '128'] -> {'train.lr': '3e-4', 'model.dim': '128'}."""
+    out, items = {}, list(extra)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--") or "." not in item:
+            raise ValueError(f"unrecognised argument {item!r}; overrides look like --train.lr=3e-4")
+        key, eq, value = item[2:].partition("=")
+        if not eq:
+            if not items:
+                raise ValueError(f"override {item} needs a value")
+            value = items.pop(0)
+        out[key] = value
+    return out
 
 
 def coerce(raw: str, annotation: str, key: str):

@@ -1,66 +1,27 @@
-"""Run records under runs/NAME/: config.json (atomic) and metrics.jsonl (a line per logged step).
+"""The lab's view of its runs: which run folders exist under runs/, and one table row per run.
 
-Notebooks and the app read these files, never logs. A run killed mid-write leaves at most one
-partial last line in metrics.jsonl, which readers skip.
+The files themselves (config.json, metrics.jsonl, checkpoints) belong to llama_core.run_folder;
+notebooks and the app read them through it, never logs.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from llama_core.atomic import atomic_write_json, atomic_write_text
+from llama_core.run_folder import RunFolder, read_jsonl
+
+__all__ = ["DEFAULT_RUNS_DIR", "list_runs", "read_config", "read_jsonl", "read_metrics", "summarize"]
 
 DEFAULT_RUNS_DIR = Path("runs")
 
 
-class RunRecord:
-    """Appends metrics of one run; also its config."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-
-    def write_config(self, config: dict) -> None:
-        atomic_write_json(self.run_dir / "config.json", config)
-
-    def append(self, metrics: dict) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def truncate_after(self, step: int) -> None:
-        """Drop lines logged after `step` (they belong to a future the resume will redo)."""
-        kept = [m for m in read_metrics(self.run_dir) if m["step"] <= step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(m, sort_keys=True) + "\n" for m in kept))
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
     """Every complete metrics line of a run ([] when there are none yet)."""
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Every complete JSON line of a file ([] if it does not exist); a line cut by a crash is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash mid-write
-    return rows
+    return RunFolder(run_dir).read_metrics()
 
 
 def read_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a lab run")
-    return json.loads(path.read_text())
+    return RunFolder(run_dir).read_config()
 
 
 def list_runs(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
@@ -68,8 +29,8 @@ def list_runs(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    return sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
-                  key=lambda p: (p / "config.json").stat().st_mtime)
+    runs = [run for run in map(RunFolder, runs_dir.iterdir()) if run.is_run()]
+    return [run.path for run in sorted(runs, key=lambda run: run.config_path.stat().st_mtime)]
 
 
 def summarize(run_dir: Path) -> dict:

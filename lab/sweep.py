@@ -25,11 +25,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lab.experiment import RunSpec, finished, parse_count, run_training, tokenizer_for
-from lab.records import read_config, read_metrics
-from llama_core import checkpoint as ckpt
 from llama_core.atomic import atomic_write_json
 from llama_core.config import PRESETS, ModelConfig, TrainConfig, get_preset
 from llama_core.flops import matmul_params, param_count, train_flops_per_token
+from llama_core.run_folder import RunFolder
 
 MANIFEST = "sweep.json"
 TOKENIZER = "tokenizer.model"
@@ -278,14 +277,14 @@ def _run_sweep(sweep: Sweep, root: Path, progress: bool, cache_dir: Path | None,
     runs = sweep.runs()
     bar = tqdm(runs, desc=f"sweep {sweep.name}", unit="run", disable=not progress, dynamic_ncols=True)
     for run in bar:
-        run_dir = root / run.name
-        if finished(run_dir):
+        folder = RunFolder(root / run.name)
+        if finished(folder.path):
             result.skipped.append(run.name)
             continue
         bar.set_postfix_str(run.name)
-        resume = (run_dir / "config.json").exists() and ckpt.latest_valid_checkpoint(run_dir) is not None
-        if run_dir.exists() and not resume:  # died before its first checkpoint: nothing to keep
-            shutil.rmtree(run_dir)
+        resume = folder.is_run() and folder.latest_valid_checkpoint() is not None
+        if folder.path.exists() and not resume:  # died before its first checkpoint: nothing to keep
+            shutil.rmtree(folder.path)
         start = time.perf_counter()
         try:
             outcome = run_training(sweep.spec(run, tokenizer), root, resume=resume, progress=progress,
@@ -324,12 +323,12 @@ def load_sweep(root: Path) -> tuple[Sweep, list[dict]]:
     sweep = Sweep(name=manifest["name"], **manifest["grid"])
     rows = []
     for run in sweep.runs():
-        run_dir = root / run.name
+        folder = RunFolder(root / run.name)
         cfg = model_config(run.preset, sweep.vocab_size)
-        metrics = read_metrics(run_dir)
+        metrics = folder.read_metrics()
         evals = [m for m in metrics if "val_loss" in m]
         losses = [m for m in metrics if m.get("train_loss") is not None]
-        status = read_config(run_dir).get("status") if (run_dir / "config.json").exists() else "not started"
+        status = folder.read_config().get("status") if folder.is_run() else "not started"
         train = sweep.train_config(run.tokens, run.lr)
         tokens = train.steps * train.grad_accum * train.batch_size * train.seq_len  # whole steps of the budget
         rows.append({

@@ -44,6 +44,14 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes in place and fsync them: for files in a folder that is renamed into place afterwards."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         fd = os.open(folder, os.O_RDONLY)

@@ -31,8 +31,6 @@ folder must be on a filesystem that every node sees.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import warnings
@@ -44,9 +42,9 @@ import torch
 import torch.distributed as dist
 
 from llama_core import checkpoint as ckpt
-from llama_core.atomic import fsync_dir
 from llama_core.model import Transformer
 from llama_core.optim import param_groups
+from llama_core.run_folder import DCP_DIR, WEIGHTS, RunFolder, verify
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -54,7 +52,6 @@ if TYPE_CHECKING:
 # torch.distributed's FSDP, DTensor and checkpoint modules take seconds to import (sympy): they are
 # imported where used, so that one-process training and the tools that import train.py stay quick.
 
-DCP_DIR = "dcp"
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -235,49 +232,31 @@ def save_checkpoint(run_dir: Path, step: int, model: Transformer, optimizer: tor
     Same contract as llama_core.checkpoint.save_checkpoint; every rank must call it.
     """
     import torch.distributed.checkpoint as dcp
+    from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
-    final = ckpt.checkpoint_dir(run_dir, step)
-    tmp = final.parent / f".{final.name}.tmp"
-    if is_main():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    run = RunFolder(run_dir)
+    tmp = run.staging_dir(step, create=is_main())
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp / DCP_DIR)
     # a collective too: every rank sends its shards, rank 0 alone receives (onto the CPU)
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main():
+        tied = model.config.tie_embeddings
         try:
-            _finish_on_main(tmp, final, full, dict(state, step=step, format="dcp", world_size=world_size()),
-                            model.config.tie_embeddings)
+            save_file({k: v.contiguous() for k, v in full.items() if not (tied and k == "output.weight")},
+                      tmp / WEIGHTS)
+            run.seal(tmp, step, dict(state, format="dcp", world_size=world_size()))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        for old in ckpt.list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        run.prune(keep)
     barrier()  # nobody moves on (or resumes) before the folder is in place
-    return final
+    return run.checkpoint_dir(step)
 
 
-def _finish_on_main(tmp: Path, final: Path, full: dict, state: dict, tied: bool) -> None:
-    from safetensors.torch import save_file
-
-    weights = {k: v.contiguous() for k, v in full.items() if not (tied and k == "output.weight")}
-    save_file(weights, tmp / ckpt.WEIGHTS)
-    files = [tmp / ckpt.WEIGHTS, *sorted(p for p in (tmp / DCP_DIR).iterdir() if p.is_file())]
-    state["checksums"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}
-    (tmp / ckpt.STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
-    for path in (tmp / ckpt.WEIGHTS, tmp / ckpt.STATE):
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-    if final.exists():  # a re-save of the same step (after a resume): replace it whole
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    fsync_dir(final.parent)
-
-
-def load_checkpoint(checkpoint: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> dict:
+def restore_training_state(checkpoint: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> dict:
     """Load weights and optimizer state of any lab checkpoint into `model` (sharded or plain).
 
     A distributed checkpoint reshards to the current ranks (or to one plain process); a
@@ -288,7 +267,7 @@ def load_checkpoint(checkpoint: Path, model: Transformer, optimizer: torch.optim
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
     checkpoint = Path(checkpoint)
-    saved = ckpt.verify(checkpoint)
+    saved = verify(checkpoint)
     if is_distributed_checkpoint(checkpoint):
         model_sd, optim_sd = get_state_dict(model, optimizer)  # the layout to fill: this run's shards
         both = {"model": model_sd, "optimizer": optim_sd}
@@ -307,8 +286,3 @@ def load_checkpoint(checkpoint: Path, model: Transformer, optimizer: torch.optim
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                    options=StateDictOptions(full_state_dict=True))
     return saved
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -30,6 +30,7 @@ from llama_core.flops import bits_per_byte, mfu, train_flops_per_token
 from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at
+from llama_core.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -177,7 +178,7 @@ def restore(state: TrainState, checkpoint: Path) -> None:
     to any number of ranks (training has no randomness to restore there).
     """
     if distributed.is_sharded(state.model) or distributed.is_distributed_checkpoint(checkpoint):
-        saved = distributed.load_checkpoint(checkpoint, state.model, state.optimizer)
+        saved = distributed.restore_training_state(checkpoint, state.model, state.optimizer)
     else:
         saved, blob = ckpt.load_training_state(checkpoint)
         ckpt.load_weights(checkpoint, state.model)
@@ -283,6 +284,6 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
     if status == "diverged":
         raise RuntimeError(f"training stopped: {cfg.max_bad_steps} steps in a row had a non-finite loss "
                            f"or gradient (up to step {state.step}); the weights of the last good step are "
-                           f"saved in {ckpt.checkpoint_dir(run_dir, state.step)}. Lower --train.lr or raise "
+                           f"saved in {RunFolder(run_dir).checkpoint_dir(state.step)}. Lower --train.lr or raise "
                            "--train.warmup_steps, then resume")
     return TrainResult(status, state.step, state.tokens, last)

@@ -16,10 +16,12 @@ import torch
 
 from lab.experiment import RunSpec, run_training
 from lab.records import read_metrics
-from llama_core import checkpoint as ckpt
+from llama_core import run_folder
 from llama_core.config import TrainConfig
 from llama_core.data import BatchSampler, Mixture, shakespeare_files
 from llama_core.distributed import DCP_DIR, RankRows
+from llama_core.formats.lab import load_lab
+from llama_core.run_folder import RunFolder
 
 TINY_MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128}
 STEPS, BATCH, SEQ = 20, 8, 64  # global batch 8: 4 rows per rank
@@ -73,13 +75,13 @@ def test_two_ranks_follow_the_single_process_loss_curve(runs):
     config = json.loads((ranks2 / "config.json").read_text())
     assert config["status"] == "finished" and config["hardware"]["ranks"] == 2
 
-    last = ckpt.latest_valid_checkpoint(ranks2)
-    state = ckpt.read_state(last)
+    last = RunFolder(ranks2).latest_valid_checkpoint()
+    state = run_folder.read_state(last)
     assert (state["format"], state["world_size"], state["step"]) == ("dcp", 2, STEPS)
     assert (last / DCP_DIR / ".metadata").exists()
     # the gathered full weights load like any run's, and equal the single-process run's
-    ours, _ = ckpt.load_run(ranks2)
-    theirs, _ = ckpt.load_run(single)
+    ours, _ = load_lab(ranks2)
+    theirs, _ = load_lab(single)
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=RTOL, atol=1e-5, msg=name)
 
@@ -90,15 +92,15 @@ def test_two_rank_checkpoint_resumes_in_one_process(runs):
     shutil.copytree(src, run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps(dict(config, name="resumed")))
-    shutil.rmtree(ckpt.checkpoint_dir(run_dir, STEPS))  # as if killed after step 10's checkpoint
+    shutil.rmtree(RunFolder(run_dir).checkpoint_dir(STEPS))  # as if killed after step 10's checkpoint
 
     args = _cli_args(runs["hamlet"], runs["root"] / "runs", "resumed") + ["--resume"]
     done = subprocess.run([sys.executable, "-m", "lab", *args], env=runs["env"], check=True, timeout=240,
                           capture_output=True, text=True)
     assert "from step_0000010" in done.stdout and f"finished at step {STEPS}" in done.stdout
     _assert_same_curve(read_metrics(run_dir), read_metrics(src))
-    last = ckpt.latest_valid_checkpoint(run_dir)
-    assert ckpt.read_state(last)["step"] == STEPS and (last / ckpt.OPTIMIZER).exists()  # one process: plain
+    last = RunFolder(run_dir).latest_valid_checkpoint()
+    assert run_folder.read_state(last)["step"] == STEPS and (last / run_folder.OPTIMIZER).exists()  # one process: plain
 
 
 def test_each_rank_takes_its_rows_of_the_global_batch(tmp_path, sp_tokenizer):
@@ -128,7 +130,7 @@ def test_fsdp_on_one_gpu_trains_and_checkpoints(tmp_path):
     _torchrun(1, _cli_args(hamlet, tmp_path / "runs", "gpu") + ["--train.device=cuda"], env, timeout=90)
     rows = read_metrics(tmp_path / "runs" / "gpu")
     assert rows[-1]["step"] == STEPS and rows[-1]["train_loss"] < rows[0]["train_loss"]
-    state = ckpt.read_state(ckpt.latest_valid_checkpoint(tmp_path / "runs" / "gpu"))
+    state = run_folder.read_state(RunFolder(tmp_path / "runs" / "gpu").latest_valid_checkpoint())
     assert (state["format"], state["world_size"]) == ("dcp", 1)
     config = json.loads((tmp_path / "runs" / "gpu" / "config.json").read_text())
     assert config["hardware"]["device"] == "cuda" and config["hardware"]["dtype"] == "bfloat16"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY, TINY_GQA, TINY_TIED_THETA, random_norm_model
-from llama_core.formats import Checkpoint, detect_format, export, load_checkpoint
+from llama_core.formats import LoadedModel, detect_format, export, load_model
 from llama_core.formats.bpe import BPETokenizer
 from llama_core.formats.hf import config_to_hf, load_hf, save_hf
 from llama_core.formats.meta import load_meta, save_meta
@@ -79,7 +79,7 @@ def test_a_checkpoint_written_by_transformers_loads_and_matches_its_logits(tmp_p
     hf.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
     sp_tokenizer.save(tmp_path / "tokenizer.model")
-    ckpt = load_checkpoint(tmp_path)
+    ckpt = load_model(tmp_path)
     assert ckpt.format == "hf" and ckpt.tokenizer.fingerprint == sp_tokenizer.fingerprint
     tokens = torch.tensor([sp_tokenizer.encode("Now is the winter of our discontent", bos=True)])
     with torch.no_grad():
@@ -125,14 +125,14 @@ def test_a_lab_run_exports_to_hf_and_meta_with_identical_logits(lab_run, tmp_pat
     from lab.__main__ import main
 
     run, model = lab_run
-    ckpt = load_checkpoint(run)
+    ckpt = load_model(run)
     assert ckpt.format == "lab" and ckpt.chat_template == "plain"
     assert torch.equal(_logits(ckpt.model), _logits(model))
     for layout, shards in (("hf", 1), ("meta", 2)):
         out = tmp_path / f"export-{layout}"
         assert main(["export", "--checkpoint", str(run), "--to", layout, "--out", str(out),
                      "--shards", str(shards)]) == 0
-        back = load_checkpoint(out)
+        back = load_model(out)
         assert back.format == layout and _same_shape(back.model.config, model.config)
         assert back.tokenizer.fingerprint == ckpt.tokenizer.fingerprint
         assert torch.equal(_logits(back.model), _logits(model))
@@ -190,14 +190,14 @@ def test_a_tokenizer_that_disagrees_with_the_model_is_refused(tmp_path, sp_token
 
 def test_loading_never_unpickles_code(tmp_path):
     save_meta(random_norm_model(TINY), tmp_path)
-    torch.save({"payload": Checkpoint}, tmp_path / "consolidated.00.pth")  # a pickled class, not tensors
+    torch.save({"payload": LoadedModel}, tmp_path / "consolidated.00.pth")  # a pickled class, not tensors
     with pytest.raises(ValueError, match=r"consolidated\.00\.pth could not be read as a weights-only"):
         load_meta(tmp_path)
 
 
 def test_unknown_paths_and_folders_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_checkpoint(tmp_path / "nothing-here")
+        load_model(tmp_path / "nothing-here")
     with pytest.raises(ValueError, match="is not a checkpoint"):
         detect_format(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"not gguf")
@@ -205,14 +205,14 @@ def test_unknown_paths_and_folders_are_clear_errors(tmp_path):
         detect_format(tmp_path / "weights.bin")
     save_hf(random_norm_model(TINY), tmp_path / "hf")
     with pytest.raises(FileNotFoundError, match="holds no tokenizer"):
-        load_checkpoint(tmp_path / "hf")
+        load_model(tmp_path / "hf")
     shutil.rmtree(tmp_path / "hf")
 
 
 def test_export_of_a_bpe_checkpoint_to_meta_is_refused(tmp_path):
     from tokenizers import Tokenizer, models
 
-    ckpt = Checkpoint(random_norm_model(TINY), BPETokenizer(Tokenizer(models.BPE()), None, None), "plain", True, "hf",
+    ckpt = LoadedModel(random_norm_model(TINY), BPETokenizer(Tokenizer(models.BPE()), None, None), "plain", True, "hf",
                       tmp_path)
     with pytest.raises(ValueError, match="SentencePiece"):
         export(ckpt, tmp_path / "out", "meta")

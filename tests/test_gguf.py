@@ -9,7 +9,7 @@ import torch
 
 from conftest import TINY_GQA, random_norm_model
 from llama_core.chat import Conversation, get_template
-from llama_core.formats import load_checkpoint
+from llama_core.formats import load_model
 from llama_core.formats.gguf import load_gguf, tokenizer_from_gguf
 from llama_core.generate import Sampling
 from llama_core.model import Transformer
@@ -113,7 +113,7 @@ def test_a_quantized_gguf_written_by_the_gguf_package_loads_to_the_dequantized_r
 
 def test_the_llama_tokenizer_in_a_gguf_encodes_like_the_original(tmp_path, tiny, sp_tokenizer, shakespeare_text):
     _write(tmp_path / "tiny.gguf", tiny, sp_tokenizer)
-    ckpt = load_checkpoint(tmp_path / "tiny.gguf")
+    ckpt = load_model(tmp_path / "tiny.gguf")
     assert ckpt.format == "gguf" and ckpt.chat_template == "chatml"
     text = shakespeare_text[10_000:14_000] + " 1599 naïve ☃"
     assert ckpt.tokenizer.encode(text, bos=True) == sp_tokenizer.encode(text, bos=True)
@@ -168,7 +168,7 @@ def test_a_gguf_tokenizer_larger_than_the_model_is_refused(tmp_path, sp_tokenize
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return load_checkpoint("smollm2")
+    return load_model("smollm2")
 
 
 def test_smollm2_answers_paris(smollm2):

@@ -15,12 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_core import checkpoint as ckpt
+from llama_core import run_folder
 from llama_core.config import ModelConfig
-from llama_core.formats import load_checkpoint
+from llama_core.formats import load_model
 from llama_core.formats.gguf import load_gguf
 from llama_core.formats.hf import save_hf
+from llama_core.formats.lab import load_lab
 from llama_core.formats.meta import save_meta
 from llama_core.model import Transformer
+from llama_core.run_folder import RunFolder
 
 gguf = pytest.importorskip("gguf")
 
@@ -57,9 +60,9 @@ def _lab_run(root, model, tokenizer):
 
 def _reseal(checkpoint):
     """Recompute state.json's checksums, as someone handing over a doctored checkpoint would."""
-    state = json.loads((checkpoint / ckpt.STATE).read_text())
-    state["checksums"] = {name: ckpt._sha256(checkpoint / name) for name in state["checksums"]}
-    (checkpoint / ckpt.STATE).write_text(json.dumps(state))
+    state = json.loads((checkpoint / run_folder.STATE).read_text())
+    state["checksums"] = {name: run_folder.sha256(checkpoint / name) for name in state["checksums"]}
+    (checkpoint / run_folder.STATE).write_text(json.dumps(state))
 
 
 def _gguf(path, model, tokenizer):
@@ -99,53 +102,53 @@ def test_pickled_code_is_refused_by_every_loader(tmp_path, small, sp_tokenizer):
 
     cases = []  # (what, the hostile file, how it is loaded)
     meta = save_meta(small, tmp_path / "meta", sp_tokenizer)
-    cases.append(("Meta shard", plant(meta / "consolidated.00.pth"), lambda: load_checkpoint(meta)))
+    cases.append(("Meta shard", plant(meta / "consolidated.00.pth"), lambda: load_model(meta)))
     meta2 = save_meta(_model(SMALL), tmp_path / "meta2", shards=2)
-    cases.append(("second Meta shard", plant(meta2 / "consolidated.01.pth"), lambda: load_checkpoint(meta2)))
+    cases.append(("second Meta shard", plant(meta2 / "consolidated.01.pth"), lambda: load_model(meta2)))
 
     run = _lab_run(tmp_path, small, sp_tokenizer)
-    step = ckpt.list_checkpoints(run)[-1]
-    plant(step / ckpt.OPTIMIZER)
+    step = RunFolder(run).checkpoints()[-1]
+    plant(step / run_folder.OPTIMIZER)
     _reseal(step)  # past the checksums: the loader itself must refuse
-    cases.append(("lab optimizer.pt on resume", step / ckpt.OPTIMIZER, lambda: ckpt.load_training_state(step)))
+    cases.append(("lab optimizer.pt on resume", step / run_folder.OPTIMIZER, lambda: ckpt.load_training_state(step)))
 
     # a sharded (DCP) checkpoint: torch.distributed.checkpoint unpickles dcp/.metadata with plain pickle
-    dcp_step = ckpt.checkpoint_dir(run, 2)
+    dcp_step = RunFolder(run).checkpoint_dir(2)
     shutil.copytree(step, dcp_step)
     (dcp_step / "dcp").mkdir()
     (dcp_step / "dcp" / ".metadata").write_bytes(evil)
     from llama_core import distributed
 
     resume_model = _model(small.config)
-    cases.append(("DCP metadata on resume", dcp_step / "dcp" / ".metadata", lambda: distributed.load_checkpoint(
+    cases.append(("DCP metadata on resume", dcp_step / "dcp" / ".metadata", lambda: distributed.restore_training_state(
         dcp_step, resume_model, torch.optim.AdamW(resume_model.parameters()))))
-    cases.append(("DCP metadata when chatting", dcp_step / "dcp" / ".metadata", lambda: ckpt.load_run(run, step=2)))
+    cases.append(("DCP metadata when chatting", dcp_step / "dcp" / ".metadata", lambda: load_lab(run, step=2)))
 
     weights_run = _lab_run(tmp_path / "w", small, sp_tokenizer)
-    weights_step = ckpt.list_checkpoints(weights_run)[-1]
-    plant(weights_step / ckpt.WEIGHTS)
+    weights_step = RunFolder(weights_run).checkpoints()[-1]
+    plant(weights_step / run_folder.WEIGHTS)
     _reseal(weights_step)
-    cases.append(("lab model.safetensors", weights_step / ckpt.WEIGHTS, lambda: load_checkpoint(weights_run)))
+    cases.append(("lab model.safetensors", weights_step / run_folder.WEIGHTS, lambda: load_model(weights_run)))
 
     tok_run = _lab_run(tmp_path / "t", small, sp_tokenizer)
-    cases.append(("lab tokenizer.model", plant(tok_run / "tokenizer.model"), lambda: load_checkpoint(tok_run)))
+    cases.append(("lab tokenizer.model", plant(tok_run / "tokenizer.model"), lambda: load_model(tok_run)))
 
     hf = save_hf(small, tmp_path / "hf", sp_tokenizer)
     (hf / "model.safetensors").unlink()
-    cases.append(("HF pytorch_model.bin", plant(hf / "pytorch_model.bin"), lambda: load_checkpoint(hf)))
+    cases.append(("HF pytorch_model.bin", plant(hf / "pytorch_model.bin"), lambda: load_model(hf)))
     hf_sharded = save_hf(small, tmp_path / "hf-sharded", sp_tokenizer)
     (hf_sharded / "model.safetensors").unlink()
     (hf_sharded / "pytorch_model.bin.index.json").write_text(
         json.dumps({"weight_map": {"lm_head.weight": "pytorch_model-00001-of-00001.bin"}}))
     cases.append(("HF sharded .bin", plant(hf_sharded / "pytorch_model-00001-of-00001.bin"),
-                  lambda: load_checkpoint(hf_sharded)))
+                  lambda: load_model(hf_sharded)))
     hf_json = save_hf(small, tmp_path / "hf-json")
-    cases.append(("HF tokenizer.json", plant(hf_json / "tokenizer.json"), lambda: load_checkpoint(hf_json)))
+    cases.append(("HF tokenizer.json", plant(hf_json / "tokenizer.json"), lambda: load_model(hf_json)))
     hf_st = save_hf(small, tmp_path / "hf-st", sp_tokenizer)
-    cases.append(("HF model.safetensors", plant(hf_st / "model.safetensors"), lambda: load_checkpoint(hf_st)))
+    cases.append(("HF model.safetensors", plant(hf_st / "model.safetensors"), lambda: load_model(hf_st)))
 
     gguf_named = plant(tmp_path / "model.gguf")
-    cases.append(("a pickle named .gguf", gguf_named, lambda: load_checkpoint(gguf_named)))
+    cases.append(("a pickle named .gguf", gguf_named, lambda: load_model(gguf_named)))
     cases.append(("a pickle with GGUF's magic", tmp_path / "magic.gguf",
                   lambda: load_gguf(tmp_path / "magic.gguf")))
     (tmp_path / "magic.gguf").write_bytes(b"GGUF" + evil)
@@ -171,8 +174,8 @@ def test_a_genuine_dcp_metadata_still_passes_the_vetting(tmp_path, small):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=tmp_path / "dcp", no_dist=True)
-    (tmp_path / ckpt.STATE).write_text(json.dumps({"checksums": {}}))
-    assert ckpt.verify(tmp_path) == {"checksums": {}}
+    (tmp_path / run_folder.STATE).write_text(json.dumps({"checksums": {}}))
+    assert run_folder.verify(tmp_path) == {"checksums": {}}
 
 
 # -------------------------------------------------------------------------------- broken files
@@ -184,18 +187,18 @@ def _cut(path, keep):
 
 def test_truncated_safetensors_are_named(tmp_path, small, sp_tokenizer):
     run = _lab_run(tmp_path, small, sp_tokenizer)
-    step = ckpt.list_checkpoints(run)[-1]
-    _cut(step / ckpt.WEIGHTS, -100)
-    error = _refused(lambda: load_checkpoint(run), step / ckpt.WEIGHTS, tmp_path / "none")
+    step = RunFolder(run).checkpoints()[-1]
+    _cut(step / run_folder.WEIGHTS, -100)
+    error = _refused(lambda: load_model(run), step / run_folder.WEIGHTS, tmp_path / "none")
     assert "no complete checkpoint" in str(error) or "damaged" in str(error)
     _reseal(step)  # the checksum agrees: the safetensors reader itself must explain
-    with pytest.raises(ckpt.CheckpointError, match=r"model\.safetensors is not a readable safetensors file"):
+    with pytest.raises(run_folder.CheckpointError, match=r"model\.safetensors is not a readable safetensors file"):
         ckpt.load_weights(step, _model(small.config))
     for keep in (5, 100, -100):
         hf = save_hf(small, tmp_path / f"hf{keep}", sp_tokenizer)
         _cut(hf / "model.safetensors", keep)
         with pytest.raises(ValueError, match=rf"{hf}/model\.safetensors is not a readable safetensors file"):
-            load_checkpoint(hf)
+            load_model(hf)
 
 
 def test_broken_gguf_files_are_named(tmp_path, small, sp_tokenizer):
@@ -204,14 +207,14 @@ def test_broken_gguf_files_are_named(tmp_path, small, sp_tokenizer):
     wrong_magic = tmp_path / "wrong-magic.gguf"
     wrong_magic.write_bytes(b"GGUG" + data[4:])
     with pytest.raises(ValueError, match=rf"{wrong_magic} is a file but not a GGUF file"):
-        load_checkpoint(wrong_magic)
+        load_model(wrong_magic)
     with pytest.raises(ValueError, match=rf"{wrong_magic} is not a readable GGUF file"):
         load_gguf(wrong_magic)
     for cut in (-1, -1000, len(data) // 2, 30):
         broken = tmp_path / f"cut{cut}.gguf"
         broken.write_bytes(data[:cut])
         with pytest.raises(ValueError, match=str(broken)):
-            load_checkpoint(broken)
+            load_model(broken)
 
 
 def test_params_json_that_disagrees_with_the_weights_names_it(tmp_path, small):
@@ -221,26 +224,26 @@ def test_params_json_that_disagrees_with_the_weights_names_it(tmp_path, small):
                    {"n_heads": 0}):
         (meta / "params.json").write_text(json.dumps(dict(params, **change)))
         with pytest.raises(ValueError, match=r"params\.json"):
-            load_checkpoint(meta)
+            load_model(meta)
     (meta / "params.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"params\.json holds a JSON list"):
-        load_checkpoint(meta)
+        load_model(meta)
 
 
 def test_a_tokenizer_that_does_not_match_the_vocabulary_names_it(tmp_path, sp_tokenizer):
     model = _model(SMALL)  # 300 embeddings; the tokenizer has 512 pieces
     run = _lab_run(tmp_path, model, sp_tokenizer)
-    with pytest.raises(ckpt.CheckpointError, match=r"tokenizer\.model has 512 pieces .* vocabulary is 300"):
-        load_checkpoint(run)
+    with pytest.raises(run_folder.CheckpointError, match=r"tokenizer\.model has 512 pieces .* vocabulary is 300"):
+        load_model(run)
     for folder, name in ((save_hf(model, tmp_path / "hf", sp_tokenizer), "tokenizer.model"),
                          (save_meta(model, tmp_path / "meta", sp_tokenizer), "tokenizer.model")):
         with pytest.raises(ValueError, match=rf"{folder}/{name}: the tokenizer has 512 tokens"):
-            load_checkpoint(folder)
+            load_model(folder)
     with pytest.raises(ValueError, match="tokenizer has 512 tokens"):
-        load_checkpoint(_gguf(tmp_path / "m.gguf", model, sp_tokenizer))
+        load_model(_gguf(tmp_path / "m.gguf", model, sp_tokenizer))
     (run / "tokenizer.model").write_bytes(b"\x00not a sentencepiece model")
     with pytest.raises(ValueError, match=rf"{run}/tokenizer\.model is not a SentencePiece model"):
-        load_checkpoint(run)
+        load_model(run)
 
 
 # ------------------------------------------------------------------------------------- fuzzing
@@ -321,24 +324,24 @@ def _fuzz(name, root, targets, load):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # damaged scales dequantize to NaN
 def test_fuzz_the_gguf_reader(tmp_path, small, sp_tokenizer):
     path = _gguf(tmp_path / "fuzz.gguf", small, sp_tokenizer)
-    _fuzz("GGUF", path, [path], lambda: load_checkpoint(path))
+    _fuzz("GGUF", path, [path], lambda: load_model(path))
 
 
 def test_fuzz_the_lab_checkpoint_reader(tmp_path, small, sp_tokenizer):
     run = _lab_run(tmp_path, small, sp_tokenizer)
-    step = ckpt.list_checkpoints(run)[-1]
+    step = RunFolder(run).checkpoints()[-1]
 
     def load():
         _reseal(step)  # a doctored checkpoint with matching checksums reaches the readers
-        load_checkpoint(run)
+        load_model(run)
 
-    _fuzz("lab checkpoint", run, [step / ckpt.WEIGHTS, step / ckpt.WEIGHTS, run / "config.json"], load)
+    _fuzz("lab checkpoint", run, [step / run_folder.WEIGHTS, step / run_folder.WEIGHTS, run / "config.json"], load)
 
 
 def test_fuzz_the_hf_safetensors_reader(tmp_path, small, sp_tokenizer):
     hf = save_hf(small, tmp_path / "hf", sp_tokenizer)
     _fuzz("HF safetensors", hf, [hf / "model.safetensors", hf / "model.safetensors", hf / "config.json"],
-          lambda: load_checkpoint(hf))
+          lambda: load_model(hf))
 
 
 # ----------------------------------------------------------------------------------------- app

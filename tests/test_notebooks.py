@@ -11,8 +11,8 @@ import nbformat
 import papermill
 import pytest
 
-from lab.records import RunRecord
 from llama_core.data import shakespeare_files
+from llama_core.run_folder import RunFolder
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 IPYNBS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -52,7 +52,7 @@ def kernel_path(tmp_path_factory):
 
 
 def _write_run(runs_dir: Path, name: str, with_metrics: bool) -> None:
-    record = RunRecord(runs_dir / name)
+    record = RunFolder(runs_dir / name)
     record.write_config({"preset": "lab-1m", "hardware": {"device": "cpu", "device_name": "CPU x86_64"}})
     for step in (10, 20) if with_metrics else ():
         record.append({"step": step, "tokens": step * 512, "train_loss": 5.0 - step / 10, "lr": 1e-3,

@@ -13,8 +13,8 @@ from lab.__main__ import main
 from lab.experiment import finished
 from lab.records import read_metrics
 from lab.sweep import Sweep, estimate_seconds, load_sweep, parse_budgets, plan_sweep
-from llama_core import checkpoint as ckpt
 from llama_core.data import shakespeare_files
+from llama_core.run_folder import RunFolder
 
 TINY_TRAIN = ["--train.batch_size=4", "--train.seq_len=32", "--train.log_every=5", "--train.eval_every=10",
               "--train.eval_batches=2", "--train.checkpoint_every=5", "--train.lr=3e-3"]
@@ -74,7 +74,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, hamlet, ca
     victim = subprocess.Popen(_sweep_cmd(tmp_path, hamlet, *grid), env=env)
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None:
-        if finished(first) and ckpt.latest_valid_checkpoint(second) is not None:
+        if finished(first) and RunFolder(second).latest_valid_checkpoint() is not None:
             break
         time.sleep(0.05)
     assert victim.poll() is None, "the sweep ended before it could be killed"

@@ -11,17 +11,19 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, resume_curve
 from lab.experiment import RunSpec, apply_overrides, run_training
 from lab.records import read_metrics
 from llama_core import checkpoint as ckpt
+from llama_core import run_folder
 from llama_core.config import TrainConfig
 from llama_core.data import BatchSampler, Mixture, shakespeare_files
+from llama_core.formats.lab import load_lab
 from llama_core.model import Transformer
+from llama_core.run_folder import RunFolder
 from llama_core.train import build_state, train_step
 
 TINY_MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128}
-TIMING_KEYS = {"tokens_per_s", "mfu", "elapsed_s"}
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +111,10 @@ def test_killed_run_resumes_bit_identically(tmp_path, hamlet):
     victim.wait()
     killed_at = read_metrics(metrics.parent)[-1]["step"]
     assert 25 <= killed_at < 60
-    assert ckpt.latest_valid_checkpoint(metrics.parent) is not None
+    assert RunFolder(metrics.parent).latest_valid_checkpoint() is not None
     subprocess.run(_train_cmd(tmp_path, hamlet, "victim", resume=True), env=env, check=True, timeout=300)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
-    reference = strip(read_metrics(tmp_path / "runs" / "reference"))
-    resumed = strip(read_metrics(metrics.parent))
+    reference = resume_curve(read_metrics(tmp_path / "runs" / "reference"))
+    resumed = resume_curve(read_metrics(metrics.parent))
     assert [r["step"] for r in resumed] == [r["step"] for r in reference]
     assert resumed == reference  # bit-identical losses, lr, tokens and gradient norms
 
@@ -122,15 +123,15 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_loads(tmp_path, hamlet
     spec = _spec("ck", hamlet, tokens=40 * 8 * 64, checkpoint_every=20, keep_checkpoints=3)
     run_training(spec, tmp_path / "runs", progress=False, cache_dir=tmp_path / "cache")
     run_dir = tmp_path / "runs" / "ck"
-    older, newest = ckpt.list_checkpoints(run_dir)
-    weights = newest / ckpt.WEIGHTS
+    older, newest = RunFolder(run_dir).checkpoints()
+    weights = newest / run_folder.WEIGHTS
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncate it
-    with pytest.raises(ckpt.CheckpointError, match=str(weights)):
-        ckpt.verify(newest)
-    with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
+    with pytest.raises(run_folder.CheckpointError, match=str(weights)):
+        run_folder.verify(newest)
+    with pytest.raises(run_folder.CheckpointError, match="model.safetensors"):
         ckpt.load_weights(newest, Transformer(spec.model_config(512)))
-    assert ckpt.latest_valid_checkpoint(run_dir) == older
-    model, tokenizer = ckpt.load_run(run_dir)
+    assert RunFolder(run_dir).latest_valid_checkpoint() == older
+    model, tokenizer = load_lab(run_dir)
     assert model.config.vocab_size == tokenizer.vocab_size == 512
 
 

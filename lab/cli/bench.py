@@ -8,14 +8,13 @@ KINDS = {  # kind -> (module, help)
     "train": ("lab.benchmarks.train", "training tokens/s, MFU and peak memory (--vs hf to compare)"),
     "decode": ("lab.benchmarks.decode", "decoding tokens/s and MBU (--vs hf to compare)"),
     "checkpointing": ("lab.benchmarks.checkpointing", "memory and speed of each activation-checkpointing policy"),
+    "quality": ("lab.benchmarks.quality", "the demo's budget choice trained, held-out bits/byte and wall time"),
 }
 
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind, (module_name, help_text) in KINDS.items():
-        if importlib.util.find_spec(module_name) is None:
-            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(kind, help=help_text, description=help_text)
         module.add_arguments(p)

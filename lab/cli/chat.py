@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import torch
-
+from lab.cli.options import add_threads
 from llama_core.chat import Conversation, get_template
 from llama_core.devices import resolve_device
-from llama_core.formats import load_checkpoint
+from llama_core.formats import load_model
 from llama_core.generate import Sampling
 
 HELP = "commands: /reset clears the history, /quit (or Ctrl-D) leaves"
@@ -26,13 +25,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_threads(parser)
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
     template = get_template(args.template or ckpt.chat_template)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed)

@@ -6,12 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
+from lab.cli.options import add_threads
 from lab.tasks import SHAKESPEARE_TASK
 from llama_core.devices import resolve_device
 from llama_core.evaluate import evaluate_task, load_task, perplexity
-from llama_core.formats import load_checkpoint
+from llama_core.formats import load_model
 
 
 def add_arguments(parser) -> None:
@@ -21,13 +20,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N items")
     parser.add_argument("--text", default=None, help="also report perplexity and bits per byte on this text file")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
+    add_threads(parser)
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ckpt = load_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
     result = {"checkpoint": str(ckpt.source), "format": ckpt.format}
     if args.text:
         text = Path(args.text).read_text(encoding="utf-8")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llama_core.formats import LAYOUTS, export, load_checkpoint
+from llama_core.formats import LAYOUTS, export, load_model
 
 
 def add_arguments(parser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_model(args.checkpoint)
     out = export(ckpt, args.out, args.to, shards=args.shards)
     print(f"wrote {ckpt.source} ({ckpt.format}) as {args.to} to {out}")
     return 0

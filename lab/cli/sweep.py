@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.cli.train import parse_overrides
-from lab.experiment import RunSpec, apply_overrides
+from lab.cli.options import add_threads
+from lab.experiment import RunSpec, apply_overrides, parse_overrides
 from lab.sweep import (
     DEFAULT_DATA,
     DEFAULT_PRESETS,
@@ -41,8 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--dry-run", action="store_true", help="print the grid and an estimated time; train nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's); 1 is often faster on a busy machine")
+    add_threads(parser)
     parser.epilog = ("Rerunning a sweep skips its finished runs and resumes a started one; with only --name "
                      "it continues the recorded grid. Training settings shared by every run: --train.FIELD=VALUE "
                      f"(defaults {DEFAULT_TRAIN}).")
@@ -79,10 +78,6 @@ def run(args) -> int:
         print(f"estimated {estimate_seconds(sweep) / 60:.0f} min on 2 idle CPU cores "
               "(more on a busy machine; finished runs are skipped)")
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     result = run_sweep(sweep, Path(args.runs_dir), progress=not args.quiet)
     print(f"sweep {sweep.name}: {result.status}; trained {len(result.trained)}, already finished "
           f"{len(result.skipped)}, failed {len(result.failed)}. Manifest {root / MANIFEST}")

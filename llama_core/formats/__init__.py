@@ -1,5 +1,6 @@
-"""Real checkpoints in and out: `load_checkpoint` recognises a lab run, a Hugging Face folder, a Meta
-folder or a .gguf file; `export` writes any of them in the Hugging Face or Meta layout.
+"""Real checkpoints in and out: `load_model` recognises a lab run, a Hugging Face folder, a Meta
+folder or a .gguf file and returns a `LoadedModel`; `export` writes one in the Hugging Face or
+Meta layout. (Training state goes back into a model through llama_core.train.restore instead.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from llama_core.model import Transformer
+from llama_core.run_folder import RunFolder
 from llama_core.tokenizer import Tokenizer
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,8 +21,8 @@ LAYOUTS = ("hf", "meta")
 
 
 @dataclass
-class Checkpoint:
-    """A loaded model with what is needed to talk to it."""
+class LoadedModel:
+    """A model loaded for inference, with what is needed to talk to it."""
 
     model: Transformer
     tokenizer: Tokenizer
@@ -28,6 +30,7 @@ class Checkpoint:
     add_bos: bool  # whether prompts start with the bos token
     format: str  # lab, hf, meta or gguf
     source: Path
+    chat_template_text: str | None = None  # the checkpoint's own Jinja template, when it has one
 
 
 def smollm2_path() -> Path:
@@ -63,7 +66,8 @@ def detect_format(path: Path) -> str:
                 return "gguf"
         raise ValueError(f"{path} is a file but not a GGUF file; folders (lab run, Hugging Face, Meta) "
                          "are given by their directory")
-    if (path / "checkpoints").is_dir() and (path / "config.json").is_file():
+    run = RunFolder(path)
+    if run.is_run() and run.checkpoints_path.is_dir():
         return "lab"
     if (path / "params.json").is_file():
         return "meta"
@@ -74,20 +78,18 @@ def detect_format(path: Path) -> str:
                      "consolidated.*.pth) or a .gguf file")
 
 
-def load_checkpoint(spec: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype | None = None) -> Checkpoint:
-    """Load any supported checkpoint, with its tokenizer and chat template name."""
+def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load any supported checkpoint for inference, with its tokenizer and chat template."""
     from llama_core.chat import template_name
 
     path = resolve_path(spec)
     fmt = detect_format(path)
     template_text, add_bos = None, True
     if fmt == "lab":
-        from llama_core.checkpoint import load_run
+        from llama_core.formats.lab import load_lab
 
-        model, tokenizer = load_run(path, device=device)
-        if dtype is not None:
-            model = model.to(dtype)
+        model, tokenizer = load_lab(path, device, dtype)
     elif fmt == "hf":
         from llama_core.formats.hf import hf_chat_template, load_hf
 
@@ -104,10 +106,10 @@ def load_checkpoint(spec: str | os.PathLike, device: str | torch.device = "cpu",
     if tokenizer is None:
         raise FileNotFoundError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json); copy the "
                                 "model's tokenizer into it")
-    return Checkpoint(model, tokenizer, template_name(template_text), add_bos, fmt, path)
+    return LoadedModel(model, tokenizer, template_name(template_text), add_bos, fmt, path, template_text)
 
 
-def export(ckpt: Checkpoint, out_dir: str | os.PathLike, layout: str, shards: int = 1) -> Path:
+def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: int = 1) -> Path:
     """Write a loaded checkpoint in the Hugging Face (`hf`) or Meta (`meta`) layout.
 
     `shards` splits Meta checkpoints over model-parallel files and HF ones over safetensors files.

@@ -16,8 +16,9 @@ import torch
 from llama_core.atomic import atomic_write_json
 from llama_core.config import ModelConfig
 from llama_core.formats.bpe import BPETokenizer
-from llama_core.formats.common import build_model, check_vocab, read_json
+from llama_core.formats.common import build_model, check_vocab
 from llama_core.model import Transformer
+from llama_core.run_folder import read_json
 from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
 
 _LAYER_NAMES = {  # Meta name -> Hugging Face name, inside layers.N

@@ -18,8 +18,9 @@ import torch
 from llama_core.atomic import atomic_path, atomic_write_json
 from llama_core.checkpoint import load_weights_only
 from llama_core.config import ModelConfig, swiglu_hidden_dim
-from llama_core.formats.common import build_model, check_vocab, read_json
+from llama_core.formats.common import build_model, check_vocab
 from llama_core.model import Transformer
+from llama_core.run_folder import read_json
 from llama_core.tokenizer import SentencePieceTokenizer
 
 _DIM0 = ("attention.wq.weight", "attention.wk.weight", "attention.wv.weight",
