@@ -187,8 +187,12 @@ def check_resumable(recorded: RunSpec, requested: RunSpec) -> None:
                for name in ("preset", "data") if getattr(requested, name) != getattr(recorded, name)]
     if requested.tokenizer is None and requested.vocab_size != recorded.vocab_size:
         changed.append(f"--vocab={requested.vocab_size} (recorded {recorded.vocab_size})")
-    old, new = (s.model_config(recorded.vocab_size).to_dict() for s in (recorded, requested))
-    changed += [f"--model.{k}={new[k]!r} (recorded {old[k]!r})" for k in old if new[k] != old[k]]
+    old = recorded.model_config(recorded.vocab_size).to_dict()
+    try:
+        new = requested.model_config(recorded.vocab_size).to_dict()
+        changed += [f"--model.{k}={new[k]!r} (recorded {old[k]!r})" for k in old if new[k] != old[k]]
+    except ValueError as err:  # e.g. another preset with the recorded overrides
+        changed.append(f"a model that does not build ({err})")
     old, new = recorded.train.to_dict(), requested.train.to_dict()
     changed += [f"--train.{f.name}={new[f.name]!r} (recorded {old[f.name]!r})"
                 for f in dataclasses.fields(TrainConfig)
