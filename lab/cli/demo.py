@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from lab import demo_budget
 from lab.cli import presets
+from lab.cli.options import add_threads
 from lab.experiment import finished, parse_count, run_training, spec_from_record
 from lab.laws import load_law
 from lab.records import read_config
@@ -38,13 +37,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokens", type=parse_count, default=None,
                         help=f"training tokens instead of the budget's choice (default {DEFAULT_TOKENS:,} "
                              "when only --preset is given)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    add_threads(parser)
 
 
 def run(args) -> int:
     presets.run(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     law = load_law("shakespeare")
     run_dir = Path(args.runs_dir) / DEMO_NAME
     record = demo_budget.read_choice(run_dir)
