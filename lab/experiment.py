@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from llama_core.data import (
     parse_mixture,
     resolve_source,
 )
-from llama_core.devices import device_name, peak_flops, resolve_device, resolve_dtype
+from llama_core.devices import machine_record, peak_flops, resolve_device, resolve_dtype
 from llama_core.flops import param_count
 from llama_core.heldout import heldout_metrics
 from llama_core.model import Transformer
@@ -79,11 +78,10 @@ def tokenizer_for(spec: RunSpec, cache_dir: Path | None = None) -> SentencePiece
 
 
 def hardware_record(device: torch.device, dtype: torch.dtype) -> dict:
+    """The machine a run trains on, with the peak its MFU is measured against and the rank count."""
     peak, source = peak_flops(device, dtype)
-    return {"device": device.type, "device_name": device_name(device), "dtype": str(dtype).split(".")[-1],
-            "threads": torch.get_num_threads(), "peak_flops": peak, "peak_source": source,
-            "ranks": distributed.world_size(), "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine()}
+    return {**machine_record(device, dtype), "peak_flops": peak, "peak_source": source,
+            "ranks": distributed.world_size()}
 
 
 def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,

@@ -121,28 +121,35 @@ class Conversation:
     def prompt(self, reserve: int = 0) -> list[int]:
         """Token ids of the conversation, leaving `reserve` positions free for the reply.
 
-        Whole exchanges are dropped from the oldest on; the system prompt is always kept. A
-        single message that does not fit is a ValueError.
+        Whole exchanges are left out from the oldest on (the history itself is unchanged: see
+        `trim`); the system prompt is always kept. A single message that does not fit is a ValueError.
         """
+        return self._fit(reserve)[0]
+
+    def trim(self, reserve: int = 0) -> None:
+        """Forget the oldest exchanges that `prompt(reserve)` leaves out."""
+        self.messages = self._fit(reserve)[1]
+
+    def _fit(self, reserve: int) -> tuple[list[int], list[Message]]:
         head = [Message("system", self.system)] if self.system else []
         turns = list(self.messages)
         budget = self.max_context - reserve
         while True:
             ids = self.template.render(head + turns, self.tokenizer, self.add_bos)
             if len(ids) <= budget:
-                return ids
+                return ids, turns
             if len(turns) <= 1:
                 raise ValueError(f"the prompt needs {len(ids)} tokens but the context holds {self.max_context} "
                                  f"with {reserve} kept for the reply: shorten the message or the system prompt")
             turns = turns[2:] if turns[0].role == "user" and len(turns) > 2 else turns[1:]
-            self.messages = self.messages[len(self.messages) - len(turns):]
 
     def respond(self, model: Transformer, sampling: Sampling) -> Iterator[str]:
-        """Stream the assistant's reply to the last message, then record it in the history.
+        """Stream the assistant's reply to the last message, then record it in the history (exchanges
+        that no longer fit beside the reply are forgotten first).
 
         `last_reply_tokens` counts the tokens the reply took (its stop token included).
         """
-        ids = self.prompt(reserve=min(sampling.max_new_tokens, self.max_context // 2))
+        ids, self.messages = self._fit(reserve=min(sampling.max_new_tokens, self.max_context // 2))
         stops = tuple(sorted(set(sampling.stop_tokens) | set(self.template.stop_tokens(self.tokenizer))))
         text = TextStream(self.tokenizer, self.template.stop_strings, skip_ids=stops)
         self.last_reply_tokens = 0

@@ -6,6 +6,7 @@ that means anything for PyTorch, so their peak is measured with a large matmul.
 
 from __future__ import annotations
 
+import platform
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -93,8 +94,14 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    import platform
     return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def machine_record(device: torch.device, dtype: torch.dtype) -> dict:
+    """What a measurement ran on: device, dtype, threads and software versions (no peaks measured)."""
+    return {"device": device.type, "device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
 
 
 @cache
@@ -113,7 +120,7 @@ def measured_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.f
     while time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         a @ b
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
@@ -129,7 +136,7 @@ def measured_bandwidth(device_type: str = "cpu", mbytes: int = 256, seconds: flo
     while time.perf_counter() - start < seconds:
         dst.copy_(src)
         reps += 1
-    _sync(device)
+    synchronize(device)
     return 2 * src.numel() * 4 * reps / (time.perf_counter() - start)
 
 
@@ -152,10 +159,7 @@ def peak_bandwidth(device: torch.device) -> tuple[float, str]:
 
 
 def synchronize(device: torch.device) -> None:
-    _sync(device)
-
-
-def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU): timings must include it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":

@@ -61,6 +61,8 @@ def test_a_conversation_drops_the_oldest_exchanges_and_keeps_the_system_prompt(s
     text = sp_tokenizer.decode(fits)
     assert text.startswith("<|im_start|>system\nYou are Puck.<|im_end|>")
     assert "Question number 2" not in text and "Question number 3" in text
+    assert conv.messages == history  # rendering a prompt leaves the history as it was
+    conv.trim(reserve=20)
     assert conv.messages == history[-7:]  # whole exchanges went: the history starts at a question
 
 

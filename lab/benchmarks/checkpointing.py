@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import platform
 import time
 import weakref
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -28,11 +26,12 @@ from torch.utils._pytree import tree_leaves
 
 from llama_core.activation_checkpointing import POLICIES, apply_activation_checkpointing
 from llama_core.config import ModelConfig, get_preset
-from llama_core.devices import device_name, peak_flops, resolve_device, resolve_dtype, synchronize
+from llama_core.devices import device_name, machine_record, peak_flops, resolve_device, resolve_dtype, synchronize
 from llama_core.flops import mfu, param_count, train_flops_per_token
 from llama_core.model import Transformer
+from llama_core.run_folder import append_jsonl, bench_path, bench_record
 
-DEFAULT_OUT = Path("runs/bench/checkpointing.jsonl")
+DEFAULT_OUT = bench_path("runs", "checkpointing")
 
 
 class TensorMemory(TorchDispatchMode):
@@ -99,15 +98,12 @@ def run(args) -> int:
         raise ValueError(f"--seq {args.seq} exceeds {args.preset}'s context of {cfg.max_seq_len}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     for policy in policies:
         record = measure(cfg, policy, batch=args.batch, seq=args.seq, steps=args.steps, device=device,
                          dtype=dtype, attn_backend=args.attn_backend, compile=args.compile)
         record.update(preset=args.preset, model_overrides=args.model_overrides)
-        line = json.dumps(record, sort_keys=True)
-        print(line, flush=True)
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        print(json.dumps(record, sort_keys=True), flush=True)
+        append_jsonl(args.out, record)
     return 0
 
 
@@ -155,17 +151,16 @@ def measure(cfg: ModelConfig, policy: str, *, batch: int, seq: int, steps: int, 
     tokens_per_s = batch * seq * steps / elapsed
     flops_per_token = train_flops_per_token(cfg, seq)
     peak, peak_source = peak_flops(device, dtype)
-    return {
-        "bench": "checkpointing", "policy": policy, "params": param_count(cfg), "batch": batch,
+    return bench_record("checkpointing", {
+        "policy": policy, "params": param_count(cfg), "batch": batch,
         "seq_len": seq, "steps": steps, "step_s": elapsed / steps, "tokens_per_s": tokens_per_s,
         "train_flops_per_token": flops_per_token, "mfu": mfu(tokens_per_s, flops_per_token, peak),
         "peak_flops": peak, "peak_flops_source": peak_source,
         "peak_memory_bytes": peak_memory, "peak_memory_gib": peak_memory / 2**30,
         "memory_source": memory_source, "loss": losses[-1], "device": device.type,
         "device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
-        "attn_backend": attn_backend, "compile": compile, "torch": torch.__version__,
-        "host": platform.node(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        "attn_backend": attn_backend, "compile": compile,
+    }, machine_record(device, dtype))
 
 
 def _config(preset: str, overrides: list[str]) -> ModelConfig:

@@ -22,8 +22,9 @@ from llama_core.devices import device_name, peak_bandwidth, resolve_device, sync
 from llama_core.flops import decode_bytes_per_token, mbu
 from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer
+from llama_core.run_folder import append_jsonl, bench_path
 
-DEFAULT_OUT = Path("runs/bench/decode.jsonl")
+DEFAULT_OUT = bench_path("runs", "decode")
 
 
 def add_arguments(parser) -> None:
@@ -86,9 +87,7 @@ def run(args) -> int:
                       same_tokens_as_hf=tokens["lab"] == tokens["hf"])
     line = json.dumps(record, sort_keys=True)
     print(line, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    append_jsonl(args.out, record)
     return 0
 
 

@@ -17,15 +17,17 @@ from pathlib import Path
 
 import torch
 
+from lab.cli.options import add_threads
 from lab.experiment import hardware_record
 from llama_core.config import TrainConfig, get_preset
 from llama_core.devices import peak_flops, resolve_device, resolve_dtype, synchronize
 from llama_core.flops import mfu, train_flops_per_token
 from llama_core.formats.hf import config_to_hf, state_dict_to_hf
 from llama_core.model import Transformer
+from llama_core.run_folder import append_jsonl, bench_path, bench_record
 from llama_core.train import autocast_context, build_state, train_step
 
-DEFAULT_OUT = Path("runs/bench/train.jsonl")
+DEFAULT_OUT = bench_path("runs", "train")
 
 
 def add_arguments(parser) -> None:
@@ -35,7 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per timed round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (after a warm-up)")
     parser.add_argument("--vs", choices=["hf"], default=None, help="also time transformers' LlamaForCausalLM")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    add_threads(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--checkpointing", default="none", help="activation checkpointing policy")
@@ -121,28 +123,22 @@ def measure_train(preset: str, batch: int, seq: int, steps: int = 3, rounds: int
             on_round(r + 1, rounds)
     peak, peak_source = peak_flops(device, dtype)
     flops_per_token = train_flops_per_token(model_cfg, seq)
-    record = {
-        "bench": "train", "preset": preset, "batch": batch, "seq": seq, "checkpointing": checkpointing,
+    record = bench_record("train", {
+        "preset": preset, "batch": batch, "seq": seq, "checkpointing": checkpointing,
         "compile": compile, "tokens_per_s": round(best["lab"], 1),
         "mfu": round(mfu(best["lab"], flops_per_token, peak), 4), "flops_per_token": flops_per_token,
         "peak_flops": peak, "peak_source": peak_source, **_memory(device),
-        "hardware": hardware_record(device, dtype), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    }, hardware_record(device, dtype))
     if "hf" in best:
         record.update(hf_tokens_per_s=round(best["hf"], 1), ratio_vs_hf=round(best["lab"] / best["hf"], 3))
     return record
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     record = measure_train(args.preset, args.batch, args.seq, args.steps, args.rounds, args.vs == "hf",
                            args.device, args.dtype, args.checkpointing, args.compile)
-    line = json.dumps(record)
-    print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(line + "\n")
+    print(json.dumps(record, sort_keys=True))
+    append_jsonl(args.out, record)
     return 0
 
 
