@@ -1,16 +1,75 @@
-"""Shared fixtures: tiny real configs, a real corpus sample, and a trained tokenizer."""
+"""Shared fixtures: tiny real configs, a real corpus sample, a trained tokenizer, a served app, a browser,
+runs held at a named point, and the metrics a resumed run must reproduce."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from llama_core.config import ModelConfig
+from llama_core.hold import ENV as HOLD_ENV
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# `.ci/run` sets this: there a browser test that would skip (no Chromium) fails instead.
+REQUIRE_BROWSER = "LLAMA_LAB_REQUIRE_BROWSER"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+# What a resumed run must reproduce exactly, metrics line by metrics line. Timing and energy
+# fields (tokens_per_s, mfu, elapsed_s, energy_j, ...) measure the machine, not the training.
+RESUME_FIELDS = ("step", "tokens", "skipped", "train_loss", "lr", "grad_norm", "val_loss", "val_bpb")
+
+
+def resume_curve(rows: list[dict]) -> list[dict]:
+    """The fields of each metrics line that a resume must reproduce bit for bit."""
+    return [{k: r[k] for k in RESUME_FIELDS if k in r} for r in rows]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(REQUIRE_BROWSER) and item.get_closest_marker("browser"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"{REQUIRE_BROWSER} is set (CI), so the browser tests must run, but: {reason}"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium driven by Playwright; skipped where it is absent (a failure under CI)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def held_env(env: dict, point: str, step: int, marker: Path) -> dict:
+    """`env` for a run that stops at `point` of `step` (llama_core/hold.py) until `marker` is deleted."""
+    return dict(env, **{HOLD_ENV: f"{point} {step} {marker}"})
+
+
+def wait_until_held(proc, marker: Path, timeout: float = 300) -> None:
+    """Block until the run `proc` is held at its point; fail if it exits or never gets there."""
+    deadline = time.monotonic() + timeout  # a guard against a hung run, not a speed limit
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited ({proc.returncode}) before reaching its hold point")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run did not reach its hold point in {timeout:.0f} s")
+        time.sleep(0.02)
 
 TINY = ModelConfig(dim=64, n_layers=2, n_heads=4, vocab_size=300, multiple_of=32, max_seq_len=64)
 TINY_GQA = TINY.replace(n_kv_heads=2)
