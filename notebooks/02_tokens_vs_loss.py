@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -19,9 +21,10 @@
 # to train but the fastest at inference". Their Figure 1 shows the training loss of 7B...65B still
 # falling after 1T tokens. This notebook reproduces that at lab scale: a family of small models
 # (`lab.sweep`'s presets) trained on Shakespeare for several token budgets, with one shared
-# tokenizer. Runs already recorded are loaded, not retrained; the rest are trained now (the
-# default grid takes about 20 minutes on 2 idle CPU cores, `python -m lab sweep --dry-run`
-# prints the estimate).
+# tokenizer, and scored at the end of each run on all the text of works it never saw (the
+# held-out works of `llama_core.data.Split`: 4 of the 42). Runs already recorded are loaded, not
+# retrained; the rest are trained now (the default grid takes about 20 minutes on 2 idle CPU
+# cores, `python -m lab sweep --dry-run` prints the estimate).
 
 # %% tags=["parameters"]
 runs_dir = "runs"  # the sweep's records go to runs_dir/sweep_name/PRESET-TOKENS
@@ -42,6 +45,7 @@ import plotly.express as px
 import torch
 from IPython.display import display
 
+from lab.laws import sweep_points
 from lab.records import read_metrics
 from lab.sweep import DEFAULT_TRAIN, Sweep, estimate_seconds, load_sweep, run_sweep, smaller_beats_larger
 from llama_core.flops import format_count
@@ -62,9 +66,14 @@ print(f"{len(sweep.runs())} runs in {root}; about {estimate_seconds(sweep) / 60:
 result = run_sweep(sweep, Path(runs_dir), progress=progress)
 print(f"trained {len(result.trained)}, loaded {len(result.skipped)}, failed {len(result.failed)}")
 _, rows = load_sweep(root)
+# the whole held-out text's loss (nats/token) and bits/byte, measured at the end of each run; the
+# sampled validation loss logged during training is replaced by it
+heldout = {p["run"]: p for p in sweep_points(root)[1]}
+rows = [dict(r, val_loss=heldout[r["run"]]["heldout_loss"] if r["run"] in heldout else None,
+             heldout_bpb=heldout[r["run"]]["heldout_bpb"] if r["run"] in heldout else None) for r in rows]
 table = pd.DataFrame(rows)
 table["size"] = table["params"].map(format_count)
-display(table[["run", "size", "tokens", "compute", "train_loss", "val_loss", "elapsed_s", "status"]])
+display(table[["run", "size", "tokens", "compute", "train_loss", "val_loss", "heldout_bpb", "elapsed_s", "status"]])
 
 # %% [markdown]
 # ## Figure 1 at lab scale
@@ -80,15 +89,16 @@ px.line(pd.DataFrame(curves), x="tokens", y="train loss", color="model", log_x=T
 
 # %% [markdown]
 # ## Smaller models, more tokens
-# Final validation loss against training compute (C = 6ND), one line per model size. At a fixed
+# Held-out bits per byte (all the held-out works' text) against training compute (C = 6ND), one
+# line per model size. At a fixed
 # compute the larger model may win; but a smaller model trained on more tokens can end below a
 # larger one trained on fewer, and it costs less at every generated token for ever after.
 
 # %%
-done = table.dropna(subset=["val_loss"])
-px.line(done, x="compute", y="val_loss", color="preset", markers=True, log_x=True,
+done = table.dropna(subset=["heldout_bpb"])
+px.line(done, x="compute", y="heldout_bpb", color="preset", markers=True, log_x=True,
         hover_data=["run", "tokens", "size"],
-        title="Final validation loss vs. training compute, by model size").show()
+        title="Held-out bits per byte vs. training compute, by model size").show()
 
 pairs = smaller_beats_larger(rows)
 if pairs:

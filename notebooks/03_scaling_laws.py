@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -17,8 +19,10 @@
 # Chinchilla's approach 3 (Hoffmann et al. 2022) models the final loss of a model with N
 # parameters trained on D tokens as L(N, D) = E + A/N^α + B/D^β, fitted with a Huber loss on
 # log-loss by L-BFGS from a grid of starts (`lab.scaling.fit_law`). A law is worth having if it
-# predicts: we fit it on the smaller runs of a sweep, predict the largest run's final validation
-# loss with a bootstrap interval *before* reading it, and only then compare. Then the law gives
+# predicts: we fit it on the smaller runs of a sweep, predict the largest run's held-out bits per
+# byte (all the text of the works no run trained on) with a bootstrap interval *before* reading
+# it, and only then compare. Bits per byte, not loss per token, so that laws of different
+# vocabularies compare (`lab demo` chooses its model with such a law, `lab/laws/`). Then the law gives
 # the compute-optimal frontier, beside Hoffmann et al.'s and Epoch AI's refit.
 #
 # The sweep is the one of notebook 02 (same parameters: trained if missing, loaded otherwise). To
@@ -47,6 +51,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
+from lab.laws import sweep_points
 from lab.scaling import (
     COEFFICIENT_PRESETS,
     Prediction,
@@ -75,23 +80,24 @@ if manifest is None:
 elif manifest["status"] != "finished":  # finish the recorded grid, whatever the parameters above say
     run_sweep(plan_sweep(sweep_name, Path(runs_dir)), Path(runs_dir), progress=progress)
 _, rows = load_sweep(root)
-runs = pd.DataFrame(rows).dropna(subset=["val_loss"])
+heldout = {p["run"]: p["heldout_bpb"] for p in sweep_points(root)[1]}
+runs = pd.DataFrame([dict(r, heldout_bpb=heldout.get(r["run"])) for r in rows]).dropna(subset=["heldout_bpb"])
 held_out = runs.loc[runs["compute"].idxmax()]
 fit_runs = runs.drop(index=held_out.name)
 print(f"{len(runs)} finished runs; fitting on {len(fit_runs)}, holding out the largest: {held_out['run']} "
       f"(N = {held_out['n_params']:,}, D = {held_out['tokens']:,}, C = {held_out['compute']:.2e} FLOPs)")
-display(fit_runs[["run", "n_params", "tokens", "compute", "val_loss"]])
+display(fit_runs[["run", "n_params", "tokens", "compute", "heldout_bpb"]])
 
 # %% [markdown]
 # ## Fit on the smaller runs, predict the largest
 # N is `n_params` (the parameters that multiply: blocks and output head), D the training tokens,
-# L the final validation loss. The interval is a residual-bootstrap prediction interval
+# L the held-out bits per byte at the end of the run. The interval is a residual-bootstrap prediction interval
 # (`lab.scaling.predict_final_loss`): it covers both the coefficients' and the runs' noise.
 
 # %%
 boot, prediction = None, None
 try:
-    boot = bootstrap_fit(fit_runs["n_params"], fit_runs["tokens"], fit_runs["val_loss"], n_boot=n_boot,
+    boot = bootstrap_fit(fit_runs["n_params"], fit_runs["tokens"], fit_runs["heldout_bpb"], n_boot=n_boot,
                          confidence=confidence)
 except ValueError as err:  # fewer runs than coefficients
     print(f"No fit: {err}. Train a larger grid (more presets or token budgets) and rerun.")
@@ -101,20 +107,20 @@ if boot is not None:
           f"beta = {coef.beta:.3f} ({'converged' if boot.fit.converged else 'NOT converged'})")
     if len(boot.samples):
         prediction = predict_final_loss(boot, held_out["n_params"], held_out["tokens"])
-        print(f"PREDICTED final validation loss of {held_out['run']}: {prediction.loss:.3f} "
+        print(f"PREDICTED held-out bits/byte of {held_out['run']}: {prediction.loss:.3f} "
               f"({confidence:.0%} interval {prediction.low:.3f} .. {prediction.high:.3f})")
     else:  # every resample had fewer distinct runs than coefficients
         point = float(predict_loss(coef, held_out["n_params"], held_out["tokens"]))
         prediction = Prediction(held_out["n_params"], held_out["tokens"], point, -np.inf, np.inf, confidence)
-        print(f"PREDICTED final validation loss of {held_out['run']}: {point:.3f} (no interval: too few runs "
+        print(f"PREDICTED held-out bits/byte of {held_out['run']}: {point:.3f} (no interval: too few runs "
               "for a bootstrap)")
 
 # %% [markdown]
 # ## Now the measurement
 
 # %%
-measured = held_out["val_loss"]
-print(f"MEASURED final validation loss of {held_out['run']}: {measured:.3f}")
+measured = held_out["heldout_bpb"]
+print(f"MEASURED held-out bits/byte of {held_out['run']}: {measured:.3f}")
 if prediction is not None:
     rel = (prediction.loss - measured) / measured
     inside = prediction.low <= measured <= prediction.high
@@ -123,7 +129,7 @@ if prediction is not None:
         (not inside, "the measurement falls outside the prediction interval"),
         (abs(rel) > 0.05, f"the point prediction is off by {abs(rel):.0%}"),
         (not boot.fit.converged, "L-BFGS did not converge"),
-        (coef.E < 0.05 * runs["val_loss"].min(), f"E = {coef.E:.3g}: the runs are too short to show the "
+        (coef.E < 0.05 * runs["heldout_bpb"].min(), f"E = {coef.E:.3g}: the runs are too short to show the "
          "irreducible loss, so the law cannot separate it from the N and D terms"),
         (min(coef.alpha, coef.beta) < 0.02 or max(coef.alpha, coef.beta) > 2,
          "an exponent sits at the edge of plausibility"),
@@ -136,17 +142,17 @@ if prediction is not None:
         print("The fit extrapolates well to the held-out run.")
     runs["fitted"] = predict_loss(coef, runs["n_params"], runs["tokens"])
     runs["role"] = np.where(runs["run"] == held_out["run"], "held out", "fitted on")
-    fig = px.scatter(runs, x="fitted", y="val_loss", color="role", hover_data=["run", "tokens"],
-                     title="Measured vs. fitted final loss")
-    lo, hi = runs[["fitted", "val_loss"]].min().min(), runs[["fitted", "val_loss"]].max().max()
+    fig = px.scatter(runs, x="fitted", y="heldout_bpb", color="role", hover_data=["run", "tokens"],
+                     title="Measured vs. fitted held-out bits per byte")
+    lo, hi = runs[["fitted", "heldout_bpb"]].min().min(), runs[["fitted", "heldout_bpb"]].max().max()
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line={"dash": "dot"}))
     fig.show()
 
 # %% [markdown]
 # ## The compute-optimal frontier
 # For each budget C = 6ND, the N and D that minimise the law (Hoffmann et al. 2022, eq. 4). Our
-# law and the published ones measure different things (Shakespeare with a 2,048-piece tokenizer
-# against MassiveText with 32k), so compare the *shape*: the exponents and the tokens-per-parameter
+# law and the published ones measure different things (bits per byte of Shakespeare against nats
+# per token of MassiveText with a 32k vocabulary), so compare the *shape*: the exponents and the tokens-per-parameter
 # ratio at the optimum, not the loss values. Our runs are drawn at their own (C, N).
 
 # %%

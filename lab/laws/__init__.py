@@ -97,9 +97,9 @@ def sweep_points(root: Path) -> tuple[dict, list[dict]]:
         heldout = read_config(Path(root) / row["run"]).get("heldout") or {}
         if heldout.get(METRIC) is None:
             continue  # a run from before whole-text evaluation: its sampled figure is not comparable
-        points.append({"run": f"{sweep.name}/{row['run']}", "preset": row["preset"], "n_params": row["n_params"],
+        points.append({"sweep": sweep.name, "run": row["run"], "preset": row["preset"], "n_params": row["n_params"],
                        "params": row["params"], "tokens": row["tokens"], METRIC: heldout[METRIC],
-                       "elapsed_s": row["elapsed_s"]})
+                       "heldout_loss": heldout["heldout_loss"], "elapsed_s": row["elapsed_s"]})
     return sweep.grid(), points
 
 
