@@ -135,7 +135,9 @@ def _score_batch(model: Transformer, batch: list[_Group], conts: list[tuple[int,
         if ctx_mask is not None:
             mask = torch.cat([ctx_mask[owner], torch.ones(len(rows), width - 1, dtype=torch.bool, device=device)], 1)
         logits, _ = model(targets[:, :-1], start_pos=Lc, key_mask=mask)  # (R, W-1, V)
-        logp = logits.float().log_softmax(-1).gather(2, targets[:, 1:, None]).squeeze(2)  # (R, W-1)
+        logits = logits.float()
+        # log_softmax at the targets only: no second (R, W-1, V) tensor
+        logp = logits.gather(2, targets[:, 1:, None]).squeeze(2) - logits.logsumexp(-1)  # (R, W-1)
         lengths = torch.tensor([len(conts[r]) for r in rows], device=device)
         keep = torch.arange(1, width, device=device)[None, :] < lengths[:, None]  # right padding scores nothing
         total = total + (logp * keep).sum(1)

