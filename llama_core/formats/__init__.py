@@ -91,10 +91,10 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
 
         model, tokenizer = load_lab(path, device, dtype)
     elif fmt == "hf":
-        from llama_core.formats.hf import hf_chat_template, load_hf
+        from llama_core.formats.hf import hf_tokenizer_config, load_hf
 
         model, tokenizer = load_hf(path, device, dtype)
-        template_text = hf_chat_template(path)
+        template_text, add_bos = hf_tokenizer_config(path)
     elif fmt == "meta":
         from llama_core.formats.meta import load_meta
 
@@ -123,7 +123,8 @@ def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: i
         if shards > 1:
             total = sum(p.numel() * p.element_size() for p in ckpt.model.parameters())
             max_bytes = -(-total // shards)
-        return save_hf(ckpt.model, out_dir, ckpt.tokenizer, max_shard_bytes=max_bytes)
+        return save_hf(ckpt.model, out_dir, ckpt.tokenizer, max_shard_bytes=max_bytes, add_bos=ckpt.add_bos,
+                       chat_template=ckpt.chat_template_text)
     if layout == "meta":
         from llama_core.formats.meta import save_meta
 

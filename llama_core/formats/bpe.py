@@ -10,9 +10,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
+from llama_core.atomic import atomic_write_text
 from llama_core.tokenizer import with_specials
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,16 @@ class BPETokenizer:
         tk.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i in special])
         return cls(tk, bos_id, eos_id, source=source)
 
-    def save(self, path: str | os.PathLike) -> None:
-        self.tk.save(str(path))
+    def save(self, path: str | os.PathLike, bos_first: bool = False) -> None:
+        """Write tokenizer.json; with `bos_first`, its post-processor puts bos in front of every text
+        (how transformers' fast tokenizers add bos)."""
+        tk = self.tk
+        if bos_first and self.bos_id is not None:
+            tk = HFTokenizer.from_str(tk.to_str())
+            bos = tk.id_to_token(self.bos_id)
+            tk.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                              special_tokens=[(bos, self.bos_id)])
+        atomic_write_text(path, tk.to_str())
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         return with_specials(self.tk.encode(text, add_special_tokens=False).ids, self, bos, eos)

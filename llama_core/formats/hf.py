@@ -21,6 +21,7 @@ from llama_core.model import Transformer
 from llama_core.run_folder import read_json
 from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
 
+CONFIG, TOKENIZER_CONFIG = "config.json", "tokenizer_config.json"
 _LAYER_NAMES = {  # Meta name -> Hugging Face name, inside layers.N
     "attention.wq.weight": "self_attn.q_proj.weight",
     "attention.wk.weight": "self_attn.k_proj.weight",
@@ -189,29 +190,31 @@ def _first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
-def hf_chat_template(folder: Path) -> str | None:
-    path = folder / "tokenizer_config.json"
-    return read_json(path).get("chat_template") if path.is_file() else None
+def hf_tokenizer_config(folder: Path) -> tuple[str | None, bool]:
+    """(the chat template's Jinja text or None, whether prompts start with bos) from tokenizer_config.json."""
+    path = folder / TOKENIZER_CONFIG
+    config = read_json(path) if path.is_file() else {}
+    return config.get("chat_template"), bool(config.get("add_bos_token", True))
 
 
 def load_hf(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
             ) -> tuple[Transformer, Tokenizer | None]:
     """A Hugging Face Llama folder: config.json, safetensors weights (single or sharded), tokenizer."""
     folder = Path(folder)
-    hf_cfg = read_json(folder / "config.json")
+    hf_cfg = read_json(folder / CONFIG)
     if hf_cfg.get("model_type") not in ("llama", None):
-        raise ValueError(f"{folder / 'config.json'}: model_type {hf_cfg.get('model_type')!r} is not a Llama model")
+        raise ValueError(f"{folder / CONFIG}: model_type {hf_cfg.get('model_type')!r} is not a Llama model")
     try:
         cfg = config_from_hf(hf_cfg)
     except KeyError as err:
-        raise ValueError(f"{folder / 'config.json'} lacks the field {err}") from None
+        raise ValueError(f"{folder / CONFIG} lacks the field {err}") from None
     except (TypeError, ValueError, ZeroDivisionError) as err:
-        raise ValueError(f"{folder / 'config.json'} does not describe a valid model ({err})") from None
+        raise ValueError(f"{folder / CONFIG} does not describe a valid model ({err})") from None
     weights = read_hf_weights(folder)
     try:
         sd = state_dict_from_hf(weights, cfg)
     except (RuntimeError, ValueError) as err:  # unknown names, or q/k rows that do not split into heads
-        raise ValueError(f"{folder}: the weights do not fit config.json ({err})") from None
+        raise ValueError(f"{folder}: the weights do not fit {CONFIG} ({err})") from None
     model = build_model(cfg, sd, str(folder), device, dtype)
     tokenizer = load_hf_tokenizer(folder, hf_cfg)
     if tokenizer is not None:
@@ -220,10 +223,13 @@ def load_hf(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype
 
 
 def save_hf(model: Transformer, folder: str | os.PathLike, tokenizer: Tokenizer | None = None,
-            max_shard_bytes: int | None = None) -> Path:
+            max_shard_bytes: int | None = None, add_bos: bool = True, chat_template: str | None = None) -> Path:
     """Write `model` as a Hugging Face LlamaForCausalLM folder that `transformers` loads.
 
-    With `max_shard_bytes`, weights are split over model-0000N-of-0000M.safetensors plus the index.
+    With a tokenizer, the folder is complete for `AutoTokenizer` and `generate`: the tokenizer file,
+    tokenizer_config.json (class, bos/eos, `add_bos`, the chat template), special_tokens_map.json and
+    generation_config.json. With `max_shard_bytes`, weights are split over
+    model-0000N-of-0000M.safetensors plus the index.
     """
     from safetensors.torch import save_file
 
@@ -247,12 +253,47 @@ def save_hf(model: Transformer, folder: str | os.PathLike, tokenizer: Tokenizer 
         total = sum(t.numel() * t.element_size() for t in sd.values())
         atomic_write_json(folder / "model.safetensors.index.json",
                           {"metadata": {"total_size": total}, "weight_map": weight_map})
-    atomic_write_json(folder / "config.json", hf_cfg)
+    atomic_write_json(folder / CONFIG, hf_cfg)
+    if tokenizer is not None:
+        save_hf_tokenizer(tokenizer, folder, add_bos, chat_template, cfg.max_seq_len)
+    return folder
+
+
+def save_hf_tokenizer(tokenizer: Tokenizer, folder: Path, add_bos: bool, chat_template: str | None,
+                      max_len: int) -> None:
+    """The tokenizer files transformers' AutoTokenizer reads, encoding as the lab does.
+
+    A SentencePiece model goes as tokenizer.model under LlamaTokenizer (no legacy prefix space
+    unless the model has one); a byte-level BPE as tokenizer.json, whose post-processor adds bos
+    when prompts start with it (a generic fast tokenizer ignores `add_bos_token`).
+    """
+    special = {name: _raw_piece(tokenizer, token_id) for name, token_id in
+               (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id)) if token_id is not None}
+    config = {**special, "add_bos_token": add_bos, "add_eos_token": False, "model_max_length": max_len,
+              "clean_up_tokenization_spaces": False}
     if isinstance(tokenizer, SentencePieceTokenizer):
         tokenizer.save(folder / "tokenizer.model")
+        special["unk_token"] = _raw_piece(tokenizer, tokenizer.sp.unk_id())
+        dummy_prefix = tokenizer.sp.encode("a", out_type=str)[0].startswith("\u2581")
+        config.update(special, tokenizer_class="LlamaTokenizer", legacy=False, add_prefix_space=dummy_prefix)
     elif isinstance(tokenizer, BPETokenizer):
-        tokenizer.save(folder / "tokenizer.json")
-    return folder
+        tokenizer.save(folder / "tokenizer.json", bos_first=add_bos)
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    else:
+        raise ValueError(f"cannot write a {type(tokenizer).__name__} in the Hugging Face layout")
+    if chat_template:
+        config["chat_template"] = chat_template
+    atomic_write_json(folder / TOKENIZER_CONFIG, config)
+    atomic_write_json(folder / "special_tokens_map.json", special)
+    atomic_write_json(folder / "generation_config.json", {
+        "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.eos_id})
+
+
+def _raw_piece(tokenizer: Tokenizer, token_id: int) -> str:
+    """A token as its vocabulary spells it (not decoded): what the tokenizer files name it by."""
+    if isinstance(tokenizer, SentencePieceTokenizer):
+        return tokenizer.sp.id_to_piece(int(token_id))
+    return tokenizer.tk.id_to_token(int(token_id))
 
 
 def _split_shards(sd: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
