@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lab.cli.presets import preset_rows
 from llama_core.config import get_preset
 from llama_core.flops import inference_flops_per_token, param_count
 from llama_core.model import FeedForward, Transformer, apply_rope, rope_tables
+from llama_core.paper import preset_rows
 
 torch.manual_seed(0)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from llama_core.config import PAPER_PRESETS
-from llama_core.paper import preset_rows
+from lab.tables import preset_table
 
 
 def add_arguments(parser) -> None:
@@ -11,17 +10,5 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    header = f"{'preset':<10} {'dim':>5} {'layers':>6} {'heads':>5} {'ffn':>6} {'vocab':>6} {'ctx':>5} " \
-             f"{'params':>15} {'ours':>6} {'paper':>6} {'train FLOPs/token':>18}"
-    print(header)
-    print("-" * len(header))
-    for r in preset_rows():
-        check = ""
-        if r["paper"]:
-            check = "ok" if r["paper"] == r["params_printed"] else "MISMATCH"
-        print(f"{r['preset']:<10} {r['dim']:>5} {r['layers']:>6} {r['heads']:>5} {r['ffn']:>6} "
-              f"{r['vocab']:>6} {r['context']:>5} {r['params']:>15,} {r['params_printed']:>6} "
-              f"{r['paper']:>6} {r['train_flops_per_token']:>18.3e} {check}")
-    print(f"\nPaper presets: {', '.join(PAPER_PRESETS)} (Table 2; FLOPs per token at context 2048, "
-          "6N + 12·L·H·D·T).")
+    print(preset_table())
     return 0
