@@ -16,14 +16,26 @@ def app(tiny_runs_dir, monkeypatch):
     monkeypatch.setenv("LLAMA_LAB_RUNS_DIR", str(tiny_runs_dir))
     monkeypatch.setenv("LLAMA_LAB_MODEL_DIRS", str(tiny_runs_dir.parent))
 
-    def open_page(page: str) -> AppTest:
+    def open_page(page: str, checkpoint: str | None = None) -> AppTest:
+        """`page` as a new browser session opens it; `checkpoint` picks a label in the sidebar's chooser."""
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
+        if checkpoint is not None:
+            at.sidebar.selectbox[0].set_value(checkpoint).run()
         assert not at.exception, [e.value for e in at.exception]
         return at
 
     return open_page
+
+
+RUN = "run: tiny-hamlet"  # the trained tiny run: fast replies
+
+
+def _formats(at, index: int = 0) -> dict[str, str]:
+    """Column -> the number format a table is shown with."""
+    columns = json.loads(at.dataframe[index].proto.columns or "{}")
+    return {name: spec.get("type_config", {}).get("format") for name, spec in columns.items()}
 
 
 def _figures(at):
@@ -44,7 +56,7 @@ def _array(value):
 
 
 def test_chat_streams_a_reply(app):
-    at = app("chat")
+    at = app("chat", RUN)
     at.chat_input[0].set_value("ROMEO:").run()
     assert not at.exception
     roles = [m.name for m in at.chat_message]
@@ -54,8 +66,28 @@ def test_chat_streams_a_reply(app):
     assert any("tokens/s" in c.value for c in at.chat_message[1].caption)
 
 
+def test_chat_opens_on_the_instruction_tuned_model_and_explains_the_runs(app):
+    from app.services.checkpoints import BUNDLED
+    from llama_core.formats import smollm2_path
+
+    try:
+        smollm2_path()
+    except FileNotFoundError as err:
+        pytest.skip(f"the bundled model is not installed: {err}")
+    at = app("chat")
+    assert at.sidebar.selectbox[0].value == BUNDLED
+    assert any("instruction-tuned" in c.value for c in at.caption)
+    at.sidebar.slider[2].set_value(16).run()  # max new tokens: a short answer is enough here
+    at.chat_input[0].set_value("What is the capital of France?").run()
+    assert not at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert at.chat_message[1].markdown[0].value.strip()
+    at.sidebar.selectbox[0].set_value(RUN).run()
+    assert any("trained here from scratch on Shakespeare" in i.value for i in at.info)
+
+
 def test_two_sessions_keep_their_own_conversations(app):
-    first, second = app("chat"), app("chat")
+    first, second = app("chat", RUN), app("chat", RUN)
     first.chat_input[0].set_value("Alas, poor Yorick").run()
     second.chat_input[0].set_value("Good night, sweet prince").run()
     first_texts = [m.markdown[0].value for m in first.chat_message]
@@ -65,7 +97,7 @@ def test_two_sessions_keep_their_own_conversations(app):
 
 
 def test_chat_bad_input_gives_messages_not_tracebacks(app):
-    at = app("chat")
+    at = app("chat", RUN)
     at.chat_input[0].set_value("x" * 20_000).run()
     assert not at.exception
     assert any("20,000 characters" in w.value for w in at.warning)
@@ -114,7 +146,12 @@ def test_runs_page_plots_the_records(app, tiny_runs_dir):
     at = app("runs")
     names = [trace["name"] for trace in _figures(at)[0]["data"]]
     assert names == ["tiny-hamlet train", "tiny-hamlet validation"]
-    assert at.dataframe[0].value["run"].tolist() == ["tiny-hamlet"]
+    table = at.dataframe[0].value
+    assert table["run"].tolist() == ["tiny-hamlet"]
+    assert table["energy (Wh)"].iloc[0] > 0 and table["power source"].iloc[0]
+    formats = _formats(at)
+    assert formats["params"] == formats["tokens"] == "%,d"  # thousands separators, not 1328256
+    assert formats["tokens/s"] == "%,.0f" and formats["train loss"] == "%.3f"
 
 
 def test_run_missing_its_metrics_is_reported(app, tiny_runs_dir):
@@ -137,12 +174,16 @@ def test_throughput_and_models_pages_render(app):
     at.button[0].click().run()  # a real measurement of lab-1m at batch 4, seq 128
     assert not at.exception
     assert at.dataframe[0].value["tokens_per_s"].iloc[0] > 0
+    projection = at.dataframe[1].value  # the paper's runs at the FLOP rate just measured
+    assert projection["model"].tolist() == ["llama-7b", "llama-13b", "llama-33b", "llama-65b"]
+    assert projection.iloc[-1].filter(like="(days)").item() == pytest.approx(21, abs=0.5)  # section 2.4
     models = app("models")
     assert "llama-65b" in models.dataframe[0].value["preset"].tolist()
+    assert _formats(models)["parameters"] == "%,d"
 
 
 def test_decode_upload_rejects_non_utf8():
-    from app.services import decode_upload
+    from app.services.attention import decode_upload
 
     assert decode_upload(b"To be") == "To be"
     with pytest.raises(ValueError, match="not UTF-8.*0xff"):

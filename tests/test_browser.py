@@ -13,6 +13,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGES = {"chat": "", "attention": "attention", "runs": "runs", "throughput": "throughput",
          "carbon": "carbon", "models": "models"}
+TITLES = ["Chat", "Attention", "Runs", "Throughput", "Carbon", "Models"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -55,6 +56,11 @@ def test_every_page_renders_and_chat_streams(server, browser):
     page = _open(browser, server)
     box = page.locator('[data-testid="stChatInputTextArea"]')
     box.wait_for(timeout=60_000)
+    # the page opens on the bundled SmolLM2; the tiny trained run replies fast on any machine
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="run: tiny-hamlet").click()
+    page.get_by_text("trained here from scratch on Shakespeare").wait_for(timeout=60_000)
+    _settled(page)
     box.fill("HAMLET:")
     box.press("Enter")
     page.locator('[data-testid="stChatMessage"]').nth(1).wait_for(timeout=60_000)
@@ -71,6 +77,8 @@ def test_every_page_renders_and_chat_streams(server, browser):
         assert page.locator('[data-testid="stException"]').count() == 0, name
         if name in ("attention", "runs", "carbon"):
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        if name in ("runs", "carbon", "models"):
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     page.close()
 
@@ -82,3 +90,15 @@ def test_non_utf8_upload_gets_a_message(server, browser):
     page.get_by_text("is not UTF-8 text").wait_for(timeout=60_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     page.close()
+
+
+def test_a_link_to_a_page_works_as_the_first_request(tiny_runs_dir, browser):
+    """A fresh server whose first visitor opens /runs still runs main.py: its navigation, icons included."""
+    with served_app(tiny_runs_dir) as (_, url):
+        page = _open(browser, f"{url}/runs")
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)  # the runs table
+        assert page.locator('[data-testid="stException"]').count() == 0
+        links = page.locator('[data-testid="stSidebarNavLink"]')
+        assert [t.split()[-1] for t in links.all_inner_texts()] == TITLES  # an icon's name, then the title
+        assert page.locator('[data-testid="stSidebarNav"] [data-testid="stIconMaterial"]').count() == len(TITLES)
+        page.close()

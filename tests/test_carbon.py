@@ -13,6 +13,7 @@ from llama_core.carbon import (
     energy_mwh,
     reproduce_table15,
     run_footprint,
+    run_power,
     tco2eq,
 )
 from llama_core.devices import GPU_PEAKS
@@ -74,3 +75,29 @@ def test_run_footprint():
         run_footprint(-1, 400)
     with pytest.raises(ValueError, match="PUE"):
         run_footprint(10, 400, pue=0.5)
+
+
+def test_run_power_prefers_measured_joules():
+    assert run_power("CPU x86_64", energy_j=900.0, elapsed_s=30.0, counter="RAPL") == (30.0, "measured (RAPL)")
+    assert run_power("NVIDIA A100-SXM4-80GB") == device_power("NVIDIA A100-SXM4-80GB")
+    assert run_power("CPU x86_64", energy_j=None, elapsed_s=30.0) == device_power("CPU x86_64")
+
+
+def test_run_energy_reads_the_records(tmp_path):
+    from lab.footprint import run_energy
+    from llama_core.run_folder import RunFolder
+
+    record = RunFolder(tmp_path / "run")
+    record.write_config({"preset": "lab-1m", "hardware": {"device_name": "CPU x86_64"}})
+    assert run_energy(tmp_path / "run") is None  # nothing timed yet
+    record.append({"step": 10, "tokens": 5120, "elapsed_s": 10.0})
+    assumed = run_energy(tmp_path / "run", pue=1.0, kg_per_kwh=0.5)
+    assert assumed.power_source.startswith("assumed") and assumed.device_name == "CPU x86_64"
+    assert assumed.footprint.kwh == pytest.approx(10 * assumed.footprint.power_watts / 3.6e6)
+    record.append({"step": 20, "tokens": 10240, "elapsed_s": 20.0, "energy_j": 600.0, "energy_source": "RAPL"})
+    measured = run_energy(tmp_path / "run", pue=1.0, kg_per_kwh=0.5)
+    assert (measured.footprint.power_watts, measured.power_source) == (30.0, "measured (RAPL)")
+    assert measured.footprint.kwh == pytest.approx(600 / 3.6e6)  # the counter's joules, at PUE 1
+    assert measured.footprint.kg_co2eq == pytest.approx(600 / 3.6e6 * 0.5)
+    given = run_energy(tmp_path / "run", power_watts=100.0)
+    assert (given.footprint.power_watts, given.power_source) == (100.0, "given")

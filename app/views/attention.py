@@ -5,23 +5,23 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app import services
-from app.pages.widgets import checkpoint_picker, load
+from app.services import attention
+from app.views.widgets import checkpoint_picker, load
 
 st.title("Attention")
 st.caption("The model runs as usual (SDPA or xformers) up to the chosen layer; that layer's attention is then "
            "recomputed explicitly to show its weights. Rows are queries, columns the keys they attend to.")
 with st.sidebar:
     spec = checkpoint_picker("attention")
-loaded = load(spec) if spec else None
-if loaded is None:
+served = load(spec) if spec else None
+if served is None:
     st.stop()
-cfg = loaded.checkpoint.model.config
+cfg = served.config
 prompt = st.text_area("Prompt", "To be, or not to be, that is the question:", max_chars=2000)
 upload = st.file_uploader("...or a text file", type=["txt", "md"])
 if upload is not None:
     try:
-        prompt = services.decode_upload(upload.getvalue(), upload.name)
+        prompt = attention.decode_upload(upload.getvalue(), upload.name)
     except ValueError as err:
         st.warning(str(err))
 c1, c2 = st.columns(2)
@@ -29,7 +29,7 @@ layer = c1.slider("Layer", 0, cfg.n_layers - 1, 0)
 head = c2.slider("Head", 0, cfg.n_heads - 1, 0)
 
 try:
-    labels, weights = services.attention_weights(loaded, prompt, layer)  # (H, T, T)
+    labels, weights = attention.attention_weights(served, prompt, layer)  # (H, T, T)
 except ValueError as err:
     st.warning(str(err))
     st.stop()

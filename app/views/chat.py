@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from app import services
-from app.pages.widgets import checkpoint_picker, load
-from llama_core.generate import Sampling
+from app.services import chat, checkpoints
+from app.views.widgets import checkpoint_picker, load
 
 st.title("Chat")
 with st.sidebar:
@@ -15,26 +14,33 @@ with st.sidebar:
     max_tokens = st.slider("Max new tokens", 8, 1024, 200, 8)
     seed = st.number_input("Seed", 0, 2**31 - 1, 0)
 
-loaded = load(spec) if spec else None
-if loaded is None:
+served = load(spec) if spec else None
+if served is None:
     st.stop()
-ckpt = loaded.checkpoint
-st.caption(f"{ckpt.format} checkpoint · {ckpt.model.num_params / 1e6:.1f}M parameters · "
-           f"template: {ckpt.chat_template} · context {ckpt.model.config.max_seq_len}")
+st.caption(served.describe())
+if checkpoints.kind(spec) == "run":
+    st.info("This model was trained here from scratch on Shakespeare, as the demo run of `make run` is: it "
+            "continues text in the plays' style and does not answer questions. Start a line as a play would, "
+            "such as `HAMLET:` or `To be, or not to be`. To chat, choose the bundled SmolLM2-135M-Instruct.",
+            icon=":material/theater_comedy:")
+elif checkpoints.kind(spec) == "bundled":
+    st.caption("SmolLM2-135M-Instruct is instruction-tuned: ask it something. The runs in the Checkpoint list "
+               "were trained here on Shakespeare; they continue lines of a play rather than chat, and show what a "
+               "small model learns from a few million tokens.")
 system = ""
-if services.template_has_system(ckpt.chat_template):
+if chat.takes_system_prompt(served):
     system = st.sidebar.text_area("System prompt", "You are a helpful assistant.", key="chat-system")
 
 # one conversation per browser session and checkpoint: tabs never share history
 state_key = f"chat::{spec}::{system}"
 if state_key not in st.session_state:
-    st.session_state[state_key] = {"conversation": services.new_conversation(loaded, system), "stats": []}
+    st.session_state[state_key] = {"conversation": chat.new_conversation(served, system), "stats": []}
 session = st.session_state[state_key]
 conversation = session["conversation"]
 
 left, right = st.sidebar.columns(2)
 if left.button("Clear", width="stretch"):
-    session["conversation"], session["stats"] = services.new_conversation(loaded, system), []
+    session["conversation"], session["stats"] = chat.new_conversation(served, system), []
     st.rerun()
 regenerate = right.button("Regenerate", width="stretch",
                           disabled=not conversation.messages or conversation.messages[-1].role != "assistant")
@@ -46,8 +52,7 @@ for message in conversation.messages:
         if message.role == "assistant":
             st.caption(next(stats, ""))
 
-sampling = Sampling(max_new_tokens=int(max_tokens), temperature=float(temperature), top_p=float(top_p),
-                    top_k=int(top_k) or None, seed=int(seed))
+settings = chat.sampling(max_tokens, temperature, top_p, top_k, seed)
 prompt = st.chat_input("Say something")
 if regenerate:
     conversation.messages.pop()
@@ -55,7 +60,7 @@ if regenerate:
     prompt = None
 elif prompt is not None:
     try:
-        services.check_message(prompt)
+        chat.check_message(prompt)
     except ValueError as err:
         st.warning(str(err))
         st.stop()
@@ -64,13 +69,12 @@ elif prompt is not None:
         st.markdown(prompt)
 if prompt is not None or regenerate:
     with st.chat_message("assistant"):
-        reply = services.TimedReply(loaded, conversation, sampling)
+        reply = chat.TimedReply(served, conversation, settings)
         try:
             st.write_stream(reply)
         except ValueError as err:  # e.g. a message longer than the model's context
             conversation.messages.pop()
             st.warning(str(err))
             st.stop()
-        stat = f"{reply.tokens} tokens · {reply.tokens_per_s:.1f} tokens/s"
-        st.caption(stat)
-        session["stats"].append(stat)
+        st.caption(reply.summary())
+        session["stats"].append(reply.summary())

@@ -1,15 +1,15 @@
 """Runs: training and validation loss against tokens (the paper's Figure 1 shape), and a table."""
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import services
+from app.services import carbon, runs
+from app.views.widgets import COUNT, DECIMAL1, DECIMAL3, SIGNIFICANT3, table
 
 st.title("Runs")
-rows = services.run_table()
+rows = runs.run_table()
 if not rows:
-    st.info(f"No runs under {services.runs_dir()}/ yet. Train one: `python -m lab train --preset lab-4m --tokens 2M`")
+    st.info(f"No runs under {runs.runs_dir()}/ yet. Train one: `python -m lab train --preset lab-4m --tokens 2M`")
     st.stop()
 names = [r["run"] for r in rows]
 chosen = st.multiselect("Runs", names, default=names[-4:])
@@ -17,7 +17,7 @@ log_x = st.toggle("Log-scale tokens", value=True)
 
 fig = go.Figure()
 for name in chosen:
-    metrics = services.run_metrics(name)
+    metrics = runs.run_metrics(name)
     if not metrics:
         st.warning(f"{name} has no metrics yet (metrics.jsonl missing or empty).")
         continue
@@ -31,8 +31,11 @@ fig.update_layout(xaxis_title="training tokens", yaxis_title="loss (nats/token)"
                   xaxis_type="log" if log_x else "linear")
 st.plotly_chart(fig, width="stretch")
 
-table = pd.DataFrame(rows)
-columns = [c for c in ("run", "preset", "params", "tokens", "train_loss", "val_loss", "val_bpb", "tokens_per_s",
-                       "elapsed_s", "kwh", "g_co2eq", "power_source", "status") if c in table]
-st.dataframe(table[columns], hide_index=True, width="stretch")
-st.caption("CO2eq by the paper's formula (PUE 1.1, 0.385 kg/kWh) from each run's recorded time; see the Carbon page.")
+table(rows, {"params": COUNT, "steps": COUNT, "tokens": COUNT, "train loss": DECIMAL3, "val loss": DECIMAL3,
+             "val bits/byte": DECIMAL3, "tokens/s": "%,.0f", "elapsed (s)": DECIMAL1, "energy (Wh)": SIGNIFICANT3,
+             "CO2eq (g)": SIGNIFICANT3},
+      ["run", "preset", "params", "steps", "tokens", "train loss", "val loss", "val bits/byte", "tokens/s",
+       "elapsed (s)", "energy (Wh)", "CO2eq (g)", "power source", "status"])
+st.caption(f"Energy and CO2eq by the paper's formula (PUE {carbon.PAPER_PUE}, {carbon.US_AVERAGE_KG_PER_KWH} kg/kWh) "
+           "over each run's recorded time, from measured joules where a hardware counter saw the run; "
+           "see the Carbon page.")

@@ -4,13 +4,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app import services
-from llama_core.config import PRESETS
+from app.services import runs, throughput
+from app.views.widgets import COUNT, DECIMAL1, SCIENTIFIC, table
 
 st.title("Throughput")
-lab_presets = [p for p in PRESETS if p.startswith("lab-")]
-preset = st.selectbox("Preset", lab_presets, index=lab_presets.index("lab-1m"))
+presets = throughput.lab_presets()
+preset = st.selectbox("Preset", list(presets), index=list(presets).index("lab-1m"))
 results = st.session_state.setdefault("throughput", [])
+SPEED = {"batch": COUNT, "seq": COUNT, "tokens_per_s": "%,.0f", "mfu": "percent"}
 
 st.subheader("Measure on this machine")
 c1, c2, c3 = st.columns(3)
@@ -18,28 +19,26 @@ batches = c1.multiselect("Batch sizes", [1, 2, 4, 8, 16], default=[4])
 seqs = c2.multiselect("Sequence lengths", [64, 128, 256, 512, 1024], default=[128])
 decode_tokens = c3.number_input("Decode tokens", 16, 512, 64, 16)
 if st.button("Measure training and decoding", type="primary"):
-    seqs_ok = [s for s in seqs if s <= PRESETS[preset].max_seq_len]
+    seqs_ok = [s for s in seqs if s <= presets[preset]]
     if not batches or not seqs_ok:
         st.warning(f"choose at least one batch size and a sequence length within {preset}'s context "
-                   f"({PRESETS[preset].max_seq_len})")
+                   f"({presets[preset]:,})")
         st.stop()
     shapes = [(b, s) for b in batches for s in seqs_ok]
     bar = st.progress(0.0, text="measuring...")
     for i, (b, s) in enumerate(shapes):
         def tick(done, total, i=i, b=b, s=s):
             bar.progress((i + done / total) / (len(shapes) + 1), text=f"training batch {b} × seq {s}")
-        results.append(services.measure_training(preset, b, s, on_round=tick))
-    decode = services.measure_decoding(preset, int(decode_tokens),
-                                       on_round=lambda d, t: bar.progress((len(shapes) + d / t) / (len(shapes) + 1),
-                                                                          text="decoding"))
+        results.append(throughput.measure_training(preset, b, s, on_round=tick))
+    decode = throughput.measure_decoding(preset, int(decode_tokens),
+                                         on_round=lambda d, t: bar.progress((len(shapes) + d / t) / (len(shapes) + 1),
+                                                                            text="decoding"))
     bar.progress(1.0, text="done")
     st.session_state["throughput-decode"] = decode
 
 if results:
-    table = pd.DataFrame([{k: r[k] for k in ("preset", "batch", "seq", "tokens_per_s", "mfu", "peak_source")}
-                          for r in results])
-    st.dataframe(table, hide_index=True, width="stretch")
-    same = table[table.preset == preset]
+    speeds = table(results, SPEED, ["preset", "batch", "seq", "tokens_per_s", "mfu", "peak_source"])
+    same = speeds[speeds.preset == preset]
     if len(same.batch.unique()) > 1:
         st.plotly_chart(px.line(same.sort_values("batch"), x="batch", y="tokens_per_s", color="seq", markers=True,
                                 title="Training tokens/s against batch size"), width="stretch")
@@ -48,36 +47,31 @@ if results:
                                 title="Training tokens/s against sequence length"), width="stretch")
 if "throughput-decode" in st.session_state:
     d = st.session_state["throughput-decode"]
-    st.metric(f"Decoding, {d['preset']}, batch 1", f"{d['tokens_per_s']:.1f} tokens/s")
+    st.metric(f"Decoding, {d['preset']}, batch 1", f"{d['tokens_per_s']:,.1f} tokens/s")
 
 st.subheader("The paper's runs on this machine")
-peak, source = services.machine_peak()
-st.caption(f"This machine's peak: {peak / 1e9:,.1f} GFLOP/s ({source}). The paper's 65B model ran at about "
-           f"{services.PAPER_TOKENS_PER_GPU_S} tokens/s per A100-80GB (~48% MFU), 2048 GPUs, ~21 days.")
+peak, source = throughput.machine_peak()
+paper = throughput.PAPER_THROUGHPUT
+st.caption(f"This machine's peak: {peak / 1e9:,.1f} GFLOP/s ({source}). The paper's {paper.preset} model ran at about "
+           f"{paper.tokens_per_gpu_s:,.0f} tokens/s per {paper.gpu} ({paper.mfu:.0%} MFU), {paper.gpus:,} GPUs, "
+           f"~{paper.printed_days:.0f} days.")
 if results:
     best = max(results, key=lambda r: r["tokens_per_s"] * r["flops_per_token"])
-    projection = pd.DataFrame(services.paper_projection(best["tokens_per_s"], best["preset"], best["seq"]))
-    st.dataframe(projection, hide_index=True, width="stretch")
+    projection = throughput.paper_projection(best["tokens_per_s"], best["preset"], best["seq"])
+    table(projection, {"training tokens": "compact", "training FLOPs": SCIENTIFIC, "this machine (years)": "%,.0f",
+                       **{column: DECIMAL1 for column in projection[0] if column.endswith("(days)")}})
     st.caption(f"Projected at the FLOP rate measured for {best['preset']} (batch {best['batch']}, seq {best['seq']}, "
                f"MFU {best['mfu']:.1%}).")
 else:
     st.info("Measure first: the projection uses the FLOP rate this machine reaches.")
 
 st.subheader("Your runs: tokens/s over training")
-fig = None
-for row in services.run_table():
-    metrics = [m for m in services.run_metrics(row["run"]) if "tokens_per_s" in m]
-    if metrics:
-        frame = pd.DataFrame({"tokens": [m["tokens"] for m in metrics],
-                              "tokens/s": [m["tokens_per_s"] for m in metrics], "run": row["run"]})
-        fig = px.line(frame, x="tokens", y="tokens/s", color="run") if fig is None else fig.add_traces(
-            px.line(frame, x="tokens", y="tokens/s", color="run").data)
-if fig is not None:
-    st.plotly_chart(fig, width="stretch")
+curves = runs.speed_curves()
+if curves:
+    st.plotly_chart(px.line(pd.DataFrame(curves), x="tokens", y="tokens/s", color="run"), width="stretch")
 else:
     st.info("No run records with throughput yet.")
-bench = services.bench_records("train") + services.bench_records("checkpointing")
+bench = runs.bench_records("train", "checkpointing")
 if bench:
     st.subheader("Benchmarks recorded by `python -m lab bench`")
-    st.dataframe(pd.DataFrame(bench).drop(columns=["hardware"], errors="ignore"), hide_index=True,
-                 width="stretch")
+    table(bench, {})

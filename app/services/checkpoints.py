@@ -1,0 +1,93 @@
+"""Which checkpoints the app offers, where a typed path may point, and loading each once per process.
+
+Models are cached once per process (`st.cache_resource`) and shared by every browser session.
+A model's KV cache lives in its modules, so generation and attention recomputation on one model
+take that model's lock: two tabs never interleave their decoding, and each keeps its own
+conversation in its own session state.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from app.services.runs import runs_dir
+from lab.records import list_runs
+from llama_core.devices import resolve_device
+from llama_core.formats import LoadedModel, load_model, smollm2_path
+from llama_core.run_folder import RunFolder
+
+BUNDLED = "SmolLM2-135M-Instruct (bundled, instruction-tuned)"
+RUN_PREFIX = "run: "
+
+
+def model_dirs() -> list[Path]:
+    """The folders a user-typed checkpoint path may point into (nowhere else is read)."""
+    extra = [Path(p) for p in os.environ.get("LLAMA_LAB_MODEL_DIRS", "").split(os.pathsep) if p]
+    return [runs_dir(), Path("models"), *extra]
+
+
+def checkpoint_choices() -> dict[str, str]:
+    """Label -> checkpoint spec: the bundled chat model first (the default), then trained runs."""
+    choices = {}
+    try:
+        choices[BUNDLED] = str(smollm2_path())
+    except FileNotFoundError:
+        pass  # not installed: the runs remain
+    choices.update({f"{RUN_PREFIX}{r.name}": str(r) for r in list_runs(runs_dir()) if RunFolder(r).checkpoints()})
+    return choices
+
+
+def kind(spec: str) -> str:
+    """"bundled" (the instruction-tuned SmolLM2), "run" (trained by this lab) or "path" (anything else)."""
+    if RunFolder(spec).is_run():
+        return "run"
+    try:
+        return "bundled" if Path(spec) == smollm2_path() else "path"
+    except FileNotFoundError:
+        return "path"
+
+
+def safe_checkpoint_path(text: str) -> Path:
+    """A user-typed path, accepted only inside `model_dirs()` and only if it exists."""
+    text = text.strip()
+    if not text:
+        raise ValueError("type a path to a checkpoint folder or .gguf file")
+    if "\x00" in text:
+        raise ValueError("the path contains a NUL character")
+    resolved = Path(text).expanduser().resolve()
+    roots = [d.resolve() for d in model_dirs()]
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(d) for d in model_dirs())
+        raise ValueError(f"{text} is outside the folders the app reads ({allowed}); put the checkpoint there "
+                         "or add its folder to LLAMA_LAB_MODEL_DIRS")
+    if not resolved.exists():
+        raise ValueError(f"{text} does not exist")
+    return resolved
+
+
+@dataclass
+class ServedModel:
+    """A loaded model and the lock that keeps two sessions from decoding on it at once."""
+
+    loaded: LoadedModel
+    lock: threading.Lock
+
+    @property
+    def config(self):
+        return self.loaded.model.config
+
+    def describe(self) -> str:
+        """One line: format, size, chat template, context."""
+        return (f"{self.loaded.format} checkpoint · {self.loaded.model.num_params / 1e6:,.1f}M parameters · "
+                f"template: {self.loaded.chat_template} · context {self.config.max_seq_len:,} tokens")
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def serve(spec: str) -> ServedModel:
+    """Load a checkpoint once per process (the app runs on the CPU or the detected accelerator)."""
+    return ServedModel(load_model(spec, device=resolve_device("auto")), threading.Lock())
