@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from llama_core.formats.hf import CONFIG as HF_CONFIG
 from llama_core.model import Transformer
 from llama_core.run_folder import RunFolder
 from llama_core.tokenizer import Tokenizer
@@ -71,7 +72,7 @@ def detect_format(path: Path) -> str:
         return "lab"
     if (path / "params.json").is_file():
         return "meta"
-    if (path / "config.json").is_file():
+    if (path / HF_CONFIG).is_file():
         return "hf"
     raise ValueError(f"{path} is not a checkpoint: expected a lab run (config.json + checkpoints/), a Hugging "
                      "Face folder (config.json + *.safetensors), a Meta folder (params.json + "
