@@ -96,7 +96,7 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     if resume:
         if not run.is_run():
             raise FileNotFoundError(f"cannot resume: {run_dir} holds no run record; start it without --resume")
-        check_resumable(spec_from_record(run_dir), spec)
+        check_resumable(spec_from_record(run_dir), spec, run.read_config()["tokenizer"]["fingerprint"])
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"run {run_dir} already exists; pass --resume to continue it or choose another --name")
     cfg = spec.train
@@ -179,12 +179,17 @@ RESUMABLE_TRAIN_FIELDS = ("tokens", "eval_every", "eval_batches", "log_every", "
                           "activation_checkpointing", "fused_loss", "attn_backend")
 
 
-def check_resumable(recorded: RunSpec, requested: RunSpec) -> None:
-    """Refuse to resume `recorded` as `requested` when they differ in more than RESUMABLE_TRAIN_FIELDS."""
+def check_resumable(recorded: RunSpec, requested: RunSpec, fingerprint: str | None = None) -> None:
+    """Refuse to resume `recorded` as `requested` when they differ in more than RESUMABLE_TRAIN_FIELDS
+    (a given tokenizer file is compared with the recorded tokenizer's `fingerprint`)."""
     changed = [f"--{name}={getattr(requested, name)!r} (recorded {getattr(recorded, name)!r})"
                for name in ("preset", "data") if getattr(requested, name) != getattr(recorded, name)]
     if requested.tokenizer is None and requested.vocab_size != recorded.vocab_size:
         changed.append(f"--vocab={requested.vocab_size} (recorded {recorded.vocab_size})")
+    if requested.tokenizer is not None and fingerprint is not None:
+        given = SentencePieceTokenizer.load(requested.tokenizer).fingerprint
+        if given != fingerprint:
+            changed.append(f"--tokenizer={requested.tokenizer} (fingerprint {given}, recorded {fingerprint})")
     old = recorded.model_config(recorded.vocab_size).to_dict()
     try:
         new = requested.model_config(recorded.vocab_size).to_dict()

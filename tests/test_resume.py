@@ -48,6 +48,15 @@ def test_budget_cadence_and_device_may_change_the_rest_is_refused(hamlet):
     assert "tokens" in RESUMABLE_TRAIN_FIELDS and "lr" not in RESUMABLE_TRAIN_FIELDS
 
 
+def test_another_tokenizer_file_is_refused(tmp_path, hamlet, sp_tokenizer):
+    path = tmp_path / "other.model"
+    sp_tokenizer.save(path)
+    given = dataclasses.replace(_spec(hamlet), tokenizer=str(path))
+    check_resumable(_spec(hamlet), given, sp_tokenizer.fingerprint)  # the same tokenizer: accepted
+    with pytest.raises(ValueError, match=rf"--tokenizer={re.escape(str(path))} \(fingerprint"):
+        check_resumable(_spec(hamlet), given, "0123456789abcdef")
+
+
 def test_resume_from_the_command_line_keeps_the_record_and_refuses_model_changes(tmp_path, hamlet, capsys,
                                                                                  monkeypatch):
     monkeypatch.setenv("LLAMA_LAB_CACHE", str(tmp_path / "cache"))
