@@ -173,7 +173,7 @@ def test_throughput_and_models_pages_render(app):
     assert any("tokens/s" in str(f) for f in _figures(at))  # the run's tokens/s over training
     at.button[0].click().run()  # a real measurement of lab-1m at batch 4, seq 128
     assert not at.exception
-    assert at.dataframe[0].value["tokens_per_s"].iloc[0] > 0
+    assert at.dataframe[0].value["tokens/s"].iloc[0] > 0
     projection = at.dataframe[1].value  # the paper's runs at the FLOP rate just measured
     assert projection["model"].tolist() == ["llama-7b", "llama-13b", "llama-33b", "llama-65b"]
     assert projection.iloc[-1].filter(like="(days)").item() == pytest.approx(21, abs=0.5)  # section 2.4

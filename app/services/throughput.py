@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import streamlit as st
 import torch
 
 from lab.benchmarks.train import measure_train
@@ -14,7 +15,9 @@ from llama_core.model import Transformer
 from llama_core.paper import PAPER_THROUGHPUT, project_paper_runs
 
 __all__ = ["PAPER_THROUGHPUT", "lab_presets", "machine_peak", "measure_decoding", "measure_training",
-           "paper_projection"]
+           "fastest", "paper_projection", "speed_table"]
+
+ZETTA = 1e21  # training FLOPs are shown in units of 10^21: tables cannot hold integers beyond 2^53
 
 
 def lab_presets() -> dict[str, int]:
@@ -25,6 +28,12 @@ def lab_presets() -> dict[str, int]:
 def measure_training(preset: str, batch: int, seq: int, on_round=None) -> dict:
     """Best training tokens/s and MFU of `preset` at this shape (`lab bench train`, two short rounds)."""
     return measure_train(preset, batch, seq, steps=2, rounds=2, on_round=on_round)
+
+
+def speed_table(results: list[dict]) -> list[dict]:
+    """`measure_training` results as table rows named for people."""
+    return [{"preset": r["preset"], "batch": r["batch"], "seq": r["seq"], "tokens/s": r["tokens_per_s"],
+             "MFU": r["mfu"], "peak FLOP/s from": r["peak_source"]} for r in results]
 
 
 def measure_decoding(preset: str, new_tokens: int = 64, on_round=None, rounds: int = 2) -> dict:
@@ -46,14 +55,21 @@ def measure_decoding(preset: str, new_tokens: int = 64, on_round=None, rounds: i
     return {"bench": "decode", "preset": preset, "tokens_per_s": round(best, 1), "device": device_name(device)}
 
 
-def paper_projection(tokens_per_s: float, preset: str, seq: int) -> list[dict]:
-    """How long each paper model's training would take here at the FLOP rate measured on `preset`,
-    and on the paper's 2048 GPUs at its section 2.4 rate (`llama_core.paper.project_paper_runs`)."""
-    return [{"model": p.preset, "training tokens": p.training_tokens, "training FLOPs": p.flops,
-             "this machine (years)": p.years, f"{PAPER_THROUGHPUT.gpus} A100 at the paper's rate (days)": p.paper_days}
-            for p in project_paper_runs(tokens_per_s, get_preset(preset), seq)]
+def fastest(results: list[dict]) -> dict:
+    """The `measure_training` result with the highest FLOP rate: the one projections use."""
+    return max(results, key=lambda r: r["tokens_per_s"] * r["flops_per_token"])
 
 
+def paper_projection(result: dict) -> list[dict]:
+    """How long each paper model's training would take here at the FLOP rate of a `measure_training`
+    result, and on the paper's 2048 GPUs at its section 2.4 rate (`llama_core.paper.project_paper_runs`)."""
+    days = f"{PAPER_THROUGHPUT.gpus} A100 at the paper's rate (days)"
+    return [{"model": p.preset, "training tokens": p.training_tokens, "training FLOPs (10^21)": p.flops / ZETTA,
+             "this machine (years)": p.years, days: p.paper_days}
+            for p in project_paper_runs(result["tokens_per_s"], get_preset(result["preset"]), result["seq"])]
+
+
+@st.cache_resource(show_spinner=False)
 def machine_peak() -> tuple[float, str]:
     """This machine's peak FLOP/s in the dtype training uses here, and where the figure comes from."""
     device = resolve_device("auto")

@@ -5,13 +5,12 @@ import plotly.express as px
 import streamlit as st
 
 from app.services import runs, throughput
-from app.views.widgets import COUNT, DECIMAL1, SCIENTIFIC, table
+from app.views.widgets import DECIMAL1, table
 
 st.title("Throughput")
 presets = throughput.lab_presets()
 preset = st.selectbox("Preset", list(presets), index=list(presets).index("lab-1m"))
 results = st.session_state.setdefault("throughput", [])
-SPEED = {"batch": COUNT, "seq": COUNT, "tokens_per_s": "%,.0f", "mfu": "percent"}
 
 st.subheader("Measure on this machine")
 c1, c2, c3 = st.columns(3)
@@ -37,13 +36,13 @@ if st.button("Measure training and decoding", type="primary"):
     st.session_state["throughput-decode"] = decode
 
 if results:
-    speeds = table(results, SPEED, ["preset", "batch", "seq", "tokens_per_s", "mfu", "peak_source"])
+    speeds = table(throughput.speed_table(results), {"tokens/s": "%,.0f", "MFU": "percent"})
     same = speeds[speeds.preset == preset]
     if len(same.batch.unique()) > 1:
-        st.plotly_chart(px.line(same.sort_values("batch"), x="batch", y="tokens_per_s", color="seq", markers=True,
+        st.plotly_chart(px.line(same.sort_values("batch"), x="batch", y="tokens/s", color="seq", markers=True,
                                 title="Training tokens/s against batch size"), width="stretch")
     if len(same.seq.unique()) > 1:
-        st.plotly_chart(px.line(same.sort_values("seq"), x="seq", y="tokens_per_s", color="batch", markers=True,
+        st.plotly_chart(px.line(same.sort_values("seq"), x="seq", y="tokens/s", color="batch", markers=True,
                                 title="Training tokens/s against sequence length"), width="stretch")
 if "throughput-decode" in st.session_state:
     d = st.session_state["throughput-decode"]
@@ -56,9 +55,9 @@ st.caption(f"This machine's peak: {peak / 1e9:,.1f} GFLOP/s ({source}). The pape
            f"{paper.tokens_per_gpu_s:,.0f} tokens/s per {paper.gpu} ({paper.mfu:.0%} MFU), {paper.gpus:,} GPUs, "
            f"~{paper.printed_days:.0f} days.")
 if results:
-    best = max(results, key=lambda r: r["tokens_per_s"] * r["flops_per_token"])
-    projection = throughput.paper_projection(best["tokens_per_s"], best["preset"], best["seq"])
-    table(projection, {"training tokens": "compact", "training FLOPs": SCIENTIFIC, "this machine (years)": "%,.0f",
+    best = throughput.fastest(results)
+    projection = throughput.paper_projection(best)
+    table(projection, {"training tokens": "compact", "training FLOPs (10^21)": "%,.1f", "this machine (years)": "%,.0f",
                        **{column: DECIMAL1 for column in projection[0] if column.endswith("(days)")}})
     st.caption(f"Projected at the FLOP rate measured for {best['preset']} (batch {best['batch']}, seq {best['seq']}, "
                f"MFU {best['mfu']:.1%}).")

@@ -8,7 +8,7 @@ import streamlit as st
 from app.services import checkpoints
 
 # printf formats (sprintf-js; "," groups thousands) for the kinds of number the tables show
-COUNT, DECIMAL1, DECIMAL3, SIGNIFICANT3, SCIENTIFIC = "%,d", "%,.1f", "%.3f", "%,.3g", "%.2e"
+COUNT, DECIMAL1, DECIMAL3, SIGNIFICANT3 = "%,d", "%,.1f", "%.3f", "%,.3g"
 
 
 def checkpoint_picker(key: str) -> str | None:
