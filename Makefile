@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8501
+LAB_PORT ?= 8888
+# Jupyter refuses to start as root without --allow-root; containers and CI runners usually are root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup run test lint lab app bench clean
 
@@ -30,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check llama_core lab app tests
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip $(HOST) notebooks/
+	$(BIN)/jupyter lab --ip $(HOST) --port $(LAB_PORT) $(ALLOW_ROOT) notebooks/
 
 app: $(STAMP)
 	$(BIN)/streamlit run app/main.py --server.address $(HOST) --server.port $(PORT)

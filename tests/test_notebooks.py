@@ -1,9 +1,20 @@
-"""Every notebook runs end to end on small parameters, is stored without outputs, and matches its .py."""
+"""Every notebook runs end to end on small parameters, is stored without outputs, and matches its .py;
+`make lab` serves them on the lab's kernel."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import jupytext
@@ -80,10 +91,41 @@ def test_notebook_runs_end_to_end(path, tmp_path, kernel_path, monkeypatch):
     _write_run(runs, "tiny-a", with_metrics=True)
     _write_run(runs, "tiny-started", with_metrics=False)  # a run that has not logged yet
     nb = _execute(path.stem, tmp_path, kernel_path, monkeypatch, runs_dir=str(runs), **SMALL[path.stem])
+    if path.stem == "03_scaling_laws":
+        _assert_the_fit_is_what_it_claims(_printed(nb), runs / SMALL["03_scaling_laws"]["sweep_name"])
     if path.stem == "04_carbon_and_throughput":
         printed = _printed(nb)
         assert "BLOOM-175B: the formula gives 476.5 MWh" in printed
         assert "1 run(s) in" in printed and "tiny-started: no metrics yet" in printed
+
+
+NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?|-?inf|nan)"
+
+
+def _assert_the_fit_is_what_it_claims(printed: str, sweep_root: Path) -> None:
+    """Notebook 03 on real sweep records: a finite prediction inside a finite interval, exponents in the
+    range the notebook calls plausible, and the printed error equal to the one the numbers give."""
+    from lab.laws import sweep_points
+
+    fit = re.search(rf"alpha = {NUMBER}, beta = {NUMBER} \((converged|NOT converged)\)", printed)
+    predicted = re.search(rf"PREDICTED held-out bits/byte of (\S+): {NUMBER} \(90% interval {NUMBER} \.\. "
+                          rf"{NUMBER}\)", printed)
+    measured = re.search(rf"MEASURED held-out bits/byte of (\S+): {NUMBER}", printed)
+    error = re.search(rf"relative error {NUMBER}%", printed)
+    assert fit and predicted and measured and error, printed
+    print(f"\nnotebook 03: {fit[0]}; {predicted[0]}; {measured[0]}; {error[0]}")
+    alpha, beta = float(fit[1]), float(fit[2])
+    assert fit[3] == "converged" and 0.02 <= alpha <= 2 and 0.02 <= beta <= 2, fit[0]
+    point, low, high = map(float, predicted.group(2, 3, 4))
+    assert all(math.isfinite(x) for x in (point, low, high)) and low <= point <= high, predicted[0]
+    # the held-out run is the sweep's largest, and the measurement printed is its record
+    points = sweep_points(sweep_root)[1]
+    largest = max(points, key=lambda q: q["n_params"] * q["tokens"])
+    assert predicted[1] == measured[1] == largest["run"]
+    truth = largest["heldout_bpb"]
+    assert float(measured[2]) == round(truth, 3)
+    # printed to 3 decimals and 0.1%: the error computed from them agrees within that rounding
+    assert abs(float(error[1]) / 100 - (point - truth) / truth) <= 0.0005 / truth + 0.0005, error[0]
 
 
 def test_carbon_notebook_without_runs_says_so(tmp_path, kernel_path, monkeypatch):
@@ -112,3 +154,60 @@ def test_notebook_is_stored_without_outputs_and_matches_its_py(path):
 def test_every_py_notebook_has_its_ipynb():
     for py in NOTEBOOKS.glob("*.py"):
         assert py.with_suffix(".ipynb").exists(), f"{py.name} has no paired .ipynb"
+
+
+def _get(url: str, token: str):
+    """One HTTP GET with the server's token; (status, body)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_serves_the_notebooks_on_the_labs_kernel(tmp_path):
+    """`make lab` as users start it (as root too, as in containers and CI): it serves, lists every
+    notebook and offers the venv's kernel. The server's own config is isolated in tmp_path."""
+    root = NOTEBOOKS.parent
+    assert ("--allow-root" in subprocess.run(["make", "-n", "-o", ".venv/.installed", "lab"], cwd=root,
+                                             capture_output=True, text=True, check=True).stdout) == (os.geteuid() == 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"open_browser": False, "port_retries": 0}}))
+    env = dict(os.environ, JUPYTER_TOKEN=token, JUPYTER_CONFIG_DIR=str(config),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    # -o: the installed venv counts as up to date, so the test never reinstalls it
+    proc = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "lab", "HOST=127.0.0.1",
+                             f"LAB_PORT={port}"], cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # at most 240 requests, half a second apart
+            if proc.poll() is not None:
+                pytest.fail(f"make lab exited ({proc.returncode}): {proc.stdout.read().decode()[-3000:]}")
+            try:
+                _get(f"{url}/api/status", token)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("make lab did not answer on /api/status")
+        listed = {item["name"] for item in json.loads(_get(f"{url}/api/contents", token)[1])["content"]}
+        assert {p.name for p in IPYNBS} <= listed
+        specs = json.loads(_get(f"{url}/api/kernelspecs", token)[1])["kernelspecs"]
+        assert "llama-lab" in specs, f"the lab's kernel is not offered: {sorted(specs)}"
+        argv = specs["llama-lab"]["spec"]["argv"]
+        assert Path(argv[0]).parent == root / ".venv" / "bin", argv
+        status, page = _get(f"{url}/lab", token)
+        assert status == 200 and b"JupyterLab" in page
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # make and the jupyter server it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
