@@ -32,6 +32,7 @@ class Choice:
     best: Option
     options: tuple[Option, ...]
     budget_s: float
+    note: str = ""  # set when the budget affords no candidate a step
 
 
 def affordable_tokens(tokens_per_s: float, budget_s: float, step_tokens: int) -> int:
@@ -62,11 +63,13 @@ def choose(law: LawCoefficients, rates: dict[str, tuple[int, float]], budget_s: 
         if tokens >= step_tokens:
             options.append(Option(name, int(n_params), float(rate), tokens,
                                   float(predict_loss(law, n_params, tokens))))
-    if not options:
-        slowest = max(step_tokens / rate for _, rate in rates.values())
-        raise ValueError(f"a budget of {budget_s:g} s affords no candidate a single step of {step_tokens} "
-                         f"tokens (the fastest needs {min(step_tokens / r for _, r in rates.values()):.2g} s,"
-                         f" the slowest {slowest:.2g} s): give a larger --budget")
+    if not options:  # the fastest candidate for one step: the least that still trains something
+        name, (n_params, rate) = max(rates.items(), key=lambda kv: kv[1][1])
+        best = Option(name, int(n_params), float(rate), step_tokens,
+                      float(predict_loss(law, n_params, step_tokens)))
+        return Choice(best, (best,), float(budget_s),
+                      note=f"{budget_s:g} s affords no candidate a whole step; one step of the fastest, "
+                           f"{name} ({step_tokens / rate:.3g} s)")
     best = min(options, key=lambda o: (o.predicted, o.n_params))
     return Choice(best, tuple(options), float(budget_s))
 
@@ -78,4 +81,4 @@ def explain(choice: Choice) -> list[str]:
         mark = "  <- lowest" if o == choice.best else ""
         lines.append(f"{o.preset:<12} {o.n_params:>9,} {o.tokens_per_s:>9,.0f} {o.tokens:>11,} "
                      f"{o.predicted:>20.3f}{mark}")
-    return lines
+    return lines + ([f"({choice.note})"] if choice.note else [])

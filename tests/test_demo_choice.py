@@ -47,8 +47,9 @@ def test_tokens_are_whole_steps_and_capped():
     assert any("lowest" in line and choice.best.preset in line for line in explain(choice))
 
 
-def test_bad_budgets_are_refused_clearly():
+def test_bad_budgets_are_refused_and_a_tiny_one_trains_one_step_of_the_fastest():
     with pytest.raises(ValueError, match="positive"):
         choose(LAW, RATES, 0)
-    with pytest.raises(ValueError, match="larger --budget"):
-        choose(LAW, {"big": (10**8, 10.0)}, 1, step_tokens=2048)
+    tiny = choose(LAW, {"big": (10**8, 10.0), "small": (10**5, 100.0)}, 1, step_tokens=2048)
+    assert (tiny.best.preset, tiny.best.tokens) == ("small", 2048) and "no candidate" in tiny.note
+    assert tiny.note in explain(tiny)[-1]
