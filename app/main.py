@@ -20,6 +20,7 @@ pages = [
     st.Page(str(VIEWS / "chat.py"), title="Chat", icon=":material/chat:", default=True),
     st.Page(str(VIEWS / "attention.py"), title="Attention", icon=":material/grid_on:"),
     st.Page(str(VIEWS / "runs.py"), title="Runs", icon=":material/show_chart:"),
+    st.Page(str(VIEWS / "evaluation.py"), title="Evaluation", icon=":material/fact_check:"),
     st.Page(str(VIEWS / "throughput.py"), title="Throughput", icon=":material/speed:"),
     st.Page(str(VIEWS / "carbon.py"), title="Carbon", icon=":material/eco:"),
     st.Page(str(VIEWS / "models.py"), title="Models", icon=":material/stacked_bar_chart:"),
