@@ -140,6 +140,7 @@ def test_carbon_defaults_reproduce_table15(app):
         assert got["MWh (formula)"] == round(mwh, 1)
         assert got["tCO2eq (formula)"] == round(tco2eq(mwh), 1)
         assert got["MWh (printed)"] == row.printed_mwh
+    assert any("except BLOOM-175B: 476.5 MWh against the printed 475" in c.value for c in at.caption)
 
 
 def test_runs_page_plots_the_records(app, tiny_runs_dir):

@@ -22,8 +22,7 @@ with st.sidebar:
 st.subheader("Table 15, by the formula")
 frame = table(carbon.table15(pue, intensity, power), {"power (W)": "%,.0f", "MWh (formula)": DECIMAL1,
                                                       "tCO2eq (formula)": DECIMAL1})
-st.caption("With the paper's defaults (400 W, PUE 1.1, 0.385 kg/kWh) the formula gives every printed row to its "
-           "rounding except BLOOM-175B: 476.5 MWh against the printed 475 (its 183 t still matches).")
+st.caption(carbon.paper_defaults_note())
 st.plotly_chart(px.bar(frame, x="model", y="tCO2eq (formula)", title="Emissions by the formula"), width="stretch")
 
 st.subheader("Your runs")
