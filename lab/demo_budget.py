@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lab.demo_choice import Choice, choose
+from lab.demo_choice import Choice, choose, explain
 from lab.experiment import RunSpec
 from lab.laws import ShippedLaw
 from lab.sweep import model_config, resolve_preset
@@ -116,8 +116,6 @@ def outcome(record: dict, heldout_bpb: float) -> dict:
 
 def budget_run(law: ShippedLaw, budget_s: float, name: str, progress=print) -> tuple[RunSpec, dict]:
     """Measure, choose and describe: the spec to train and the record of how it was chosen."""
-    from lab.demo_choice import explain
-
     progress(f"Timing {TIMED_STEPS} training steps of each candidate shape on this machine "
              f"({torch.get_num_threads()} threads)...")
     choice, _ = plan(law, budget_s, progress=progress)

@@ -6,9 +6,7 @@ import pytest
 from llama_core.data import (
     BatchSampler,
     Mixture,
-    Split,
     corpus_text,
-    is_validation,
     parse_mixture,
     resolve_source,
     shakespeare_files,
@@ -16,6 +14,7 @@ from llama_core.data import (
     stdlib_files,
     tokenize_source,
 )
+from llama_core.split import Split, is_validation
 
 
 def _write_corpus(folder, name, text, n_files=4):
