@@ -4,12 +4,13 @@
     chat         conversations, message checks, streamed replies with their speed
     attention    one layer's attention weights, uploaded prompts
     runs         run records: a row per run with its energy, loss and speed curves, benchmarks
+    evaluation   benchmark suites run in the background, beside the paper's rows
     throughput   measuring this machine, and the paper's runs projected onto it
     carbon       Table 15 by the paper's formula, GPU and grid presets
     presets      every preset's shape and cost beside Table 2
 
-Pages import the module they need (`from app.services import chat`); nothing else reaches
-llama_core or lab from a page.
+Views (app/views/) import the module they need (`from app.services import chat`); nothing
+else reaches llama_core or lab from a view.
 """
 
 # Names that callers outside the app (tests) reach as app.services.NAME.
