@@ -1,5 +1,8 @@
 """Generation: prefill, then `decode_one_token` over the model's preallocated KV cache, then sample.
 
+Both steps are the model's own forward pass, run with `start_pos` over its KV cache; nothing here
+knows the architecture. For speed, give it a model packed for decoding (llama_core.packing).
+
 Everything here works on token ids; text belongs to the tokenizer and the callers, except
 `stream_text`, which turns a token stream into whole UTF-8 characters and honours stop strings.
 Batches of prompts of different lengths are left-padded: a key mask hides the padding, and since
@@ -13,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from llama_core.decoder import PackedDecoder, packed_decoder
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -77,34 +79,17 @@ def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
 
 # ------------------------------------------------------------------------------ prefill and decode
 
-def _forward_last(model: Transformer, tokens: torch.Tensor, start_pos: int,
-                  key_mask: torch.Tensor | None) -> torch.Tensor:
-    """Transformer.forward for generation: logits (B, V) of the last position only.
-
-    Projecting only the last position spares a (T, vocab) matmul during prefill.
-    """
-    T = tokens.shape[1]
-    cos = model.rope_cos[start_pos:start_pos + T]
-    sin = model.rope_sin[start_pos:start_pos + T]
-    h = model.tok_embeddings(tokens)  # (B, T, dim)
-    for layer in model.layers:
-        h = layer(h, cos, sin, start_pos, model.attn_backend, key_mask)
-    return model.output(model.norm(h[:, -1]))  # (B, V)
-
-
 def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Run the prompt (B, T) through the model, filling the KV cache; next-token logits (B, V)."""
-    return _forward_last(model, tokens, 0, None if key_mask is None else key_mask[:, :tokens.shape[1]])
+    mask = None if key_mask is None else key_mask[:, :tokens.shape[1]]
+    return model(tokens, key_mask=mask, last_only=True)[0][:, -1]
 
 
-def decode_one_token(model: Transformer, token: torch.Tensor, pos: int, key_mask: torch.Tensor | None = None,
-                     decoder: PackedDecoder | None = None) -> torch.Tensor:
-    """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V).
-
-    Runs the packed decoder (llama_core.decoder); pass `decoder` to skip looking it up each step.
-    """
-    decoder = decoder or packed_decoder(model)
-    return decoder.step(model, token, pos, None if key_mask is None else key_mask[:, :pos + 1])
+def decode_one_token(model: Transformer, token: torch.Tensor, pos: int,
+                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V)."""
+    mask = None if key_mask is None else key_mask[:, :pos + 1]
+    return model(token, start_pos=pos, key_mask=mask)[0][:, -1]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,7 +137,6 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     stops = torch.tensor(sampling.stop_tokens or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    decoder = packed_decoder(model)
     model.setup_caches(B, total)
     try:
         logits = prefill(model, tokens, mask)
@@ -165,7 +149,7 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
                 done |= torch.isin(nxt, stops)
                 if bool(done.all()):
                     return
-            logits = decode_one_token(model, nxt[:, None], T + i, mask, decoder)
+            logits = decode_one_token(model, nxt[:, None], T + i, mask)
     finally:
         model.clear_caches()
 

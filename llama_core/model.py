@@ -13,23 +13,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llama_core.attention import attend
+from llama_core.attention import attend, resolve_backend
 from llama_core.config import ModelConfig
 from llama_core.loss import plain_head
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * g (Zhang & Sennrich, 2019); computed in float32."""
+    """x / sqrt(mean(x^2) + eps) * g (Zhang & Sennrich, 2019); computed in float32.
+
+    The gain g may be folded into the linear layer that reads the output (llama_core.packing):
+    then `weight` is None and the norm returns x / rms(x).
+    """
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight: nn.Parameter | None = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.type_as(x)
+        normed = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+        return normed if self.weight is None else self.weight * normed
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,15 +43,14 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Te
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each consecutive pair of x (B, T, H, D) by its angle (Meta's layout).
+def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate each consecutive pair of x (B, T, H, D) by its position's angles (Meta's layout).
 
     The pair (x[2i], x[2i+1]) is the complex number x[2i] + i·x[2i+1]; rotating it is one complex
-    multiply by cos + i·sin, a single fused kernel forward and backward.
+    multiply by `rotation` (T, D/2) = cos + i·sin, a single fused kernel forward and backward.
     """
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
-    rotation = torch.complex(cos.float(), sin.float())[None, :, None, :]  # (1, T, 1, D/2)
-    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * rotation[:, None]).flatten(-2).type_as(x)
 
 
 class KVCache(nn.Module):
@@ -76,20 +79,24 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.wqkv: nn.Module | None = None  # wq|wk|wv as one matrix, once packed (llama_core.packing)
         self.cache: KVCache | None = None
 
-    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Queries (B, H, T, D) and keys, values (B, Hkv, T, D), rotated by RoPE."""
+    def qkv(self, x: torch.Tensor, rotation: torch.Tensor):
+        """Queries (B, H, T, D) and keys, values (B, Hkv, T, D); queries and keys rotated by RoPE."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if self.wqkv is None:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        else:  # one product instead of three
+            kv = self.n_kv_heads * self.head_dim
+            q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
+        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), rotation)
+        k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), rotation)
+        return q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x, cos, sin, start_pos: int, backend: str, key_mask=None):
+    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x, cos, sin)
+        q, k, v = self.qkv(x, rotation)
         if self.cache is not None:
             k, v = self.cache.update(start_pos, k, v)
         elif start_pos:
@@ -106,9 +113,14 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
         self.w2 = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.w13: nn.Module | None = None  # w1|w3 as one matrix, once packed (llama_core.packing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is None:
+            gate, up = self.w1(x), self.w3(x)
+        else:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
@@ -121,8 +133,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, cos, sin, start_pos: int, backend: str, key_mask=None):
-        h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, backend, key_mask)
+    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None):
+        h = x + self.attention(self.attention_norm(x), rotation, start_pos, backend, key_mask)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -154,23 +166,27 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
-                key_mask: torch.Tensor | None = None):
+                key_mask: torch.Tensor | None = None, last_only: bool = False):
         """tokens (B, T) at positions start_pos.. -> (logits (B, T, V), loss or None).
 
         `targets` (B, T) gives the mean cross-entropy (ignore_index -100); a fused loss head
-        (installed for training) returns no logits. `key_mask` (B, S) marks
-        real (non-padding) positions for batched generation.
+        (installed for training) returns no logits. With a KV cache (`setup_caches`) the tokens
+        attend to every cached position before start_pos: this is how generation decodes.
+        `key_mask` (B, S) marks real (non-padding) positions for batched generation;
+        `last_only` gives the logits (B, 1, V) of the last position alone (a prompt's prefill).
         """
         B, T = tokens.shape
         if start_pos + T > self.config.max_seq_len:
             raise ValueError(f"sequence reaches position {start_pos + T} but the model's context "
                              f"(max_seq_len) is {self.config.max_seq_len}; shorten the input")
-        cos = self.rope_cos[start_pos:start_pos + T]
-        sin = self.rope_sin[start_pos:start_pos + T]
+        # e^(i m theta_j) for each position m: rotating a pair is one complex multiply
+        rotation = torch.complex(self.rope_cos[start_pos:start_pos + T].float(),
+                                 self.rope_sin[start_pos:start_pos + T].float())  # (T, D/2)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
+        backend = resolve_backend(self.attn_backend, h)  # once, not per layer
         for layer in self.layers:
-            h = layer(h, cos, sin, start_pos, self.attn_backend, key_mask)
-        h = self.norm(h)
+            h = layer(h, rotation, start_pos, backend, key_mask)
+        h = self.norm(h[:, -1:] if last_only else h)
         if targets is None:
             return self.output(h), None  # logits (B, T, V)
         return self.loss_head(h, self.output, targets)
@@ -179,8 +195,8 @@ class Transformer(nn.Module):
         """Give every layer a preallocated KV cache (for generation)."""
         cfg = self.config
         length = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
-        dtype = dtype or self.output.weight.dtype
-        device = self.output.weight.device
+        dtype = dtype or self.tok_embeddings.weight.dtype
+        device = self.tok_embeddings.weight.device
         for layer in self.layers:
             layer.attention.cache = KVCache(batch, cfg.n_kv_heads, length, cfg.head_dim, dtype, device)
 

@@ -145,8 +145,8 @@ px.bar(pd.DataFrame(flop_rows), x="preset", y="forward FLOPs/token", color="part
 cfg = get_preset(demo_preset)
 cos, sin = rope_tables(cfg.head_dim, rope_positions, cfg.rope_theta)
 q, k = torch.randn(cfg.head_dim), torch.randn(cfg.head_dim)
-q_at = apply_rope(q.expand(1, rope_positions, 1, -1), cos, sin)[0, :, 0]  # (T, D): q at each position
-k_at = apply_rope(k.expand(1, rope_positions, 1, -1), cos, sin)[0, :, 0]
+q_at = apply_rope(q.expand(1, rope_positions, 1, -1), torch.complex(cos, sin))[0, :, 0]  # (T, D): q at each position
+k_at = apply_rope(k.expand(1, rope_positions, 1, -1), torch.complex(cos, sin))[0, :, 0]
 scores = q_at @ k_at.T  # scores[m, n] = <R_m q, R_n k>
 spread = max((scores.diagonal(offset).max() - scores.diagonal(offset).min()).item()
              for offset in range(-rope_positions + 1, rope_positions))

@@ -78,3 +78,33 @@ def test_xformers_agrees_with_sdpa_in_bf16():
     xf = attend(q, k, v, backend="xformers")
     sd = attend(q, k, v, backend="sdpa")
     assert (xf.float() - sd.float()).abs().max().item() <= 2e-2
+
+
+def test_attention_maps_come_from_the_models_own_forward():
+    import copy
+
+    from conftest import random_norm_model
+    from llama_core.attention_maps import attention_weights
+    from llama_core.packing import pack
+
+    model = random_norm_model(TINY_GQA)
+    tokens = torch.randint(0, TINY_GQA.vocab_size, (1, 10), generator=torch.Generator().manual_seed(3))
+    w = attention_weights(model, tokens, layer=1)
+    assert w.shape == (1, TINY_GQA.n_heads, 10, 10)
+    assert torch.allclose(w.sum(-1), torch.ones(1, TINY_GQA.n_heads, 10)) and (w.triu(1) == 0).all()
+    # by hand: layer 1's input, its norm and projections, softmax(q k^T / sqrt(d)) with the causal mask
+    seen = {}
+    handle = model.layers[1].register_forward_pre_hook(lambda mod, args: seen.update(x=args[0], rotation=args[1]))
+    with torch.no_grad():
+        model(tokens)
+        handle.remove()
+        attn = model.layers[1].attention
+        q, k, _ = attn.qkv(model.layers[1].attention_norm(seen["x"]), seen["rotation"])
+    k = k.repeat_interleave(TINY_GQA.n_heads // TINY_GQA.n_kv_heads, dim=1)
+    scores = (q @ k.transpose(-1, -2)) / TINY_GQA.head_dim ** 0.5
+    expected = scores.masked_fill(torch.ones(10, 10).triu(1).bool(), float("-inf")).softmax(-1)
+    assert (w - expected).abs().max().item() <= 1e-5
+    # the packed model (fused projections, folded gains) shows the same map
+    assert (attention_weights(pack(copy.deepcopy(model)), tokens, layer=1) - w).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="layer"):
+        attention_weights(model, tokens, layer=2)

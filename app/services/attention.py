@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from app.services.checkpoints import ServedModel
-from llama_core.attention import attend
+from llama_core.attention_maps import attention_weights as model_attention_weights
 
 MAX_ATTENTION_TOKENS = 96  # beyond this an attention heatmap is unreadable and slow to draw
 
@@ -36,27 +36,7 @@ def attention_weights(served: ServedModel, prompt: str, layer: int) -> tuple[lis
                          f"{MAX_ATTENTION_TOKENS}. Shorten it.")
     if not 0 <= layer < model.config.n_layers:
         raise ValueError(f"layer must be within 0..{model.config.n_layers - 1}")
-    captured = {}
-
-    class _Stop(Exception):
-        pass
-
-    def grab(module, args):
-        captured["x"] = args[0]
-        raise _Stop  # the layers after this one are not needed
-
-    block = model.layers[layer]
     with served.lock:
-        handle = block.register_forward_pre_hook(grab)
-        try:
-            model(torch.tensor([ids], device=model.output.weight.device))
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-    T = len(ids)
-    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    q, k, v = block.attention.qkv(block.attention_norm(captured["x"]), cos, sin)
-    _, weights = attend(q, k, v, backend="eager", return_weights=True)  # (1, H, T, T)
+        weights = model_attention_weights(model, torch.tensor([ids]), layer)  # (1, H, T, T)
     labels = [f"{i}:{tokenizer.piece(t)}" for i, t in enumerate(ids)]
     return labels, weights[0].float().cpu()
