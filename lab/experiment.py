@@ -85,11 +85,12 @@ def hardware_record(device: torch.device, dtype: torch.dtype) -> dict:
 
 
 def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,
-                 progress: bool = True, cache_dir: Path | None = None) -> TrainResult:
+                 progress: bool = True, cache_dir: Path | None = None, wrap_sink=None) -> TrainResult:
     """Train `spec` into runs_dir/NAME, or continue it with `resume`.
 
     Under torchrun (llama_core.distributed) every rank calls this: the global batch is split over
     the ranks, the model sharded with FSDP2, and only rank 0 writes records and prints.
+    `wrap_sink(sink, model, tokenizer)` may extend rank 0's metrics lines (lab.evals.during_training).
     """
     run = RunFolder(Path(runs_dir) / spec.name)
     run_dir = run.path
@@ -149,7 +150,8 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
         run.write_config(config)
     result = train(state, cfg, run_dir=run_dir, val_sampler=val_sampler,
                    bytes_per_token=mixture.bytes_per_token, tokenizer_fingerprint=tokenizer.fingerprint,
-                   device=device, dtype=dtype, sink=run if main else None, progress=progress)
+                   device=device, dtype=dtype, progress=progress,
+                   sink=None if not main else run if wrap_sink is None else wrap_sink(run, state.model, tokenizer))
     heldout = {}
     if result.status == "finished":  # every rank: a sharded model's forward is collective
         heldout = heldout_metrics(state.model, mixture, cfg.seq_len, device, dtype)

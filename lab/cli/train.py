@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from lab.cli.options import add_threads
+from lab.evals.registry import suite_names
 from lab.experiment import RunSpec, apply_overrides, parse_count, parse_overrides, run_training, spec_from_record
 from llama_core import distributed
 from llama_core.config import PRESETS
@@ -33,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint "
                         "(it may change the budget, evaluation, logging and checkpoint cadence, and the device)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--eval-suite", default=None, choices=suite_names(),
+                        help="also score this benchmark suite at each validation step, into metrics.jsonl")
+    parser.add_argument("--eval-limit", type=int, default=100, help="documents per benchmark for --eval-suite")
     add_threads(parser)
     parser.epilog = ("Any config field can be overridden: --train.lr=3e-4 --train.batch_size=8 "
                      "--model.n_layers=2 (see llama_core/config.py).")
@@ -64,7 +68,12 @@ def spec_of(args) -> RunSpec:
 
 def _run(args) -> int:
     spec = spec_of(args)
-    result = run_training(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet)
+    wrap_sink = None
+    if args.eval_suite:
+        from lab.evals.during_training import suite_sink
+
+        wrap_sink = suite_sink(args.eval_suite, args.eval_limit)
+    result = run_training(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet, wrap_sink=wrap_sink)
     last = result.last
     summary = f"{result.status} at step {result.step} ({result.tokens:,} tokens)"
     if "val_loss" in last:
