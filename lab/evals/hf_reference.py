@@ -20,12 +20,15 @@ def load_hf_model(checkpoint: Path, fmt: str):
         from transformers import AutoModelForCausalLM
     except ImportError as err:
         raise FileNotFoundError("the reference scorer needs transformers: pip install -e '.[dev]'") from err
+    import transformers
+
     checkpoint = Path(checkpoint)
+    # transformers 5 renamed torch_dtype to dtype (and warns on the old name)
+    dtype = {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": torch.float32}
     if fmt == "gguf":
-        model = AutoModelForCausalLM.from_pretrained(str(checkpoint.parent), gguf_file=checkpoint.name,
-                                                     torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint.parent), gguf_file=checkpoint.name, **dtype)
     elif fmt == "hf":
-        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), **dtype)
     else:
         raise ValueError(f"the reference scorer reads GGUF files and Hugging Face folders, not {fmt!r} "
                          "checkpoints (export a lab run first: python -m lab export)")
