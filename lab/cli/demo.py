@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab import demo_budget
-from lab.cli import presets
 from lab.cli.options import add_threads
 from lab.experiment import finished, parse_count, run_training, spec_from_record
 from lab.laws import load_law
 from lab.records import read_config
 from lab.sampling import samples
+from lab.tables import preset_table
 from llama_core.run_folder import RunFolder
 
 DEMO_NAME = "demo-shakespeare"
@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    presets.run(args)
+    print(preset_table())
     law = load_law("shakespeare")
     run_dir = Path(args.runs_dir) / DEMO_NAME
     record = demo_budget.read_choice(run_dir)
