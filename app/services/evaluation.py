@@ -77,8 +77,8 @@ class EvalJob:
                                          time.perf_counter() - start)
             records.save(record, runs_dir())
             self.record = record
-        except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
-            self.error = str(err)
+        except Exception as err:  # noqa: BLE001 (a background thread's failure must reach the page, not vanish)
+            self.error = f"{type(err).__name__}: {err}"
 
 
 def start(spec: str, suite: str, limit: int | None, split: str | None = None, shots: int | None = None) -> EvalJob:
