@@ -117,7 +117,7 @@ def outcome(record: dict, heldout_bpb: float) -> dict:
 def budget_run(law: ShippedLaw, budget_s: float, name: str, progress=print) -> tuple[RunSpec, dict]:
     """Measure, choose and describe: the spec to train and the record of how it was chosen."""
     progress(f"Timing {TIMED_STEPS} training steps of each candidate shape on this machine "
-             f"({torch.get_num_threads()} threads)...")
+             f"(torch threads: {torch.get_num_threads()})...")
     choice, _ = plan(law, budget_s, progress=progress)
     record = choice_record(law, choice, choice.best.preset, choice.best.tokens)
     progress(f"\nThe shipped law (lab/laws/{law.corpus}.json, fitted on {len(law.runs)} runs) for "
