@@ -83,7 +83,11 @@ def test_two_ranks_follow_the_single_process_loss_curve(runs):
     ours, _ = load_lab(ranks2)
     theirs, _ = load_lab(single)
     for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=RTOL, atol=1e-5, msg=name)
+        # Two ranks sum gradients in another order; AdamW divides each gradient by its own running
+        # scale, so a rounding-sized difference in a near-zero gradient can move one weight by up to
+        # lr per step. Compared per tensor in norm, the runs agree to 1e-5 here: 1e-3 leaves margin
+        # for other CPUs while a wrong shard (a weight off by its own size) would be 1e0.
+        assert (a - b).norm() <= 1e-3 * b.norm(), name
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(runs):

@@ -81,9 +81,12 @@ def test_accumulated_microbatches_equal_one_big_batch(tmp_path, hamlet, sp_token
         state = build_state(model, train_cfg, Rows(x, y, batch))  # the same 8 rows, as 1 x 8 or 4 x 2
         assert train_cfg.grad_accum == accum
         train_step(state, train_cfg, torch.device("cpu"))
-        params[accum] = [p.detach().clone() for p in model.parameters()]
+        params[accum] = [p.grad.clone() for p in model.parameters()]
+    # The gradients are the invariant: the same sum in another order, so equal to float32 rounding
+    # relative to each tensor's scale. Parameters after AdamW's first step are not: there the update is
+    # about lr * sign(g), and a gradient that is zero but for rounding may take either sign.
     for a, b in zip(params[1], params[4]):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max() + 1e-12
 
 
 def _train_cmd(tmp_path, hamlet, name, resume=False):
