@@ -1,4 +1,4 @@
-"""Chat templates (Llama-2 `[INST]`, ChatML, plain completion) and a conversation that keeps its
+"""Chat templates (Llama-2 `[INST]`, ChatML, plain completion, the lab's `turns`) and a conversation that keeps its
 history within the model's context window: the oldest turns go first, the system prompt stays.
 
 Templates render messages straight to token ids, because some markers are tokens, not text
@@ -82,7 +82,28 @@ class Plain(ChatTemplate):
         return tokenizer.encode("".join(m.content for m in messages), bos=add_bos)
 
 
-TEMPLATES: dict[str, ChatTemplate] = {t.name: t for t in (ChatML(), Llama2(), Plain())}
+class Turns(ChatTemplate):
+    """<|system|>\n...<|end|>\n<|user|>\n...<|end|>\n<|assistant|>\n: the lab's own template, for runs
+    finetuned by `lab finetune` (a lab tokenizer has no special tokens, so the markers are text no
+    Shakespeare line contains). Each piece is encoded on its own, so training (llama_core.sft) and
+    chat see the same token ids at every turn boundary."""
+
+    name = "turns"
+    end = "<|end|>"
+    stop_strings = (end,)
+
+    def header(self, role: str) -> str:
+        return f"<|{role}|>\n"
+
+    def render(self, messages, tokenizer, add_bos=True):
+        ids = [tokenizer.bos_id] if add_bos and tokenizer.bos_id is not None else []
+        for m in messages:
+            for piece in (self.header(m.role), m.content, self.end + "\n"):
+                ids += tokenizer.encode(piece)
+        return ids + tokenizer.encode(self.header("assistant"))
+
+
+TEMPLATES: dict[str, ChatTemplate] = {t.name: t for t in (ChatML(), Llama2(), Plain(), Turns())}
 
 
 def get_template(name: str) -> ChatTemplate:
