@@ -14,6 +14,7 @@ from pathlib import Path
 
 ENV = "LLAMA_LAB_HOLD"
 POINTS = (
+    "step-done",  # a training step finished, before the loop checks for a stop request, logs or saves
     "checkpoint-weights",  # a checkpoint's weights written into its hidden folder, nothing else yet
     "checkpoint-files",  # its weights and optimizer files written, not yet sealed (state.json, rename)
     "checkpoint-sealed",  # renamed into place and complete; older checkpoints not yet pruned

@@ -27,6 +27,7 @@ from llama_core.data import BatchSampler
 from llama_core.devices import peak_flops, synchronize
 from llama_core.energy import EnergyMeter
 from llama_core.flops import bits_per_byte, mfu, train_flops_per_token
+from llama_core.hold import hold
 from llama_core.loss import use_fused_loss
 from llama_core.model import Transformer
 from llama_core.optim import build_optimizer, lr_at
@@ -254,6 +255,7 @@ def train(state: TrainState, cfg: TrainConfig, *, run_dir: Path, val_sampler: Ba
                 state.loss_sum += result.loss
                 state.loss_count += 1
             bar.update(1)
+            hold("step-done", state.step)  # tests signal a run at a known step here
             stopping = distributed.any_rank(stop.requested)  # ranks save and stop at the same step
             final = state.step == cfg.steps
             evaluate_now = state.step % cfg.eval_every == 0 or final

@@ -160,3 +160,17 @@ def served_app(runs_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def stop_while_held(proc, sig: int, marker: Path) -> str:
+    """Send SIGTERM/SIGINT to a held run, wait until its handler has taken the request (it says so on
+    stderr, which must be a text pipe), then let it go on; what it had written to stderr."""
+    proc.send_signal(sig)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "saving a checkpoint after this step" in line:
+            break
+    marker.unlink()
+    return "".join(seen)
+
