@@ -1,0 +1,220 @@
+"""Weight-only quantization of the linear layers, swapped into the model's forward pass from outside.
+
+Batch-1 decoding reads every weight once per token, so fewer bytes per weight is more tokens/s.
+`quantize(model, "int8" | "int4")` fuses the projections (llama_core.packing) and replaces every
+linear layer of the blocks and the output head with a quantized one; the norm gains stay their own
+multiply (folding them in would change what is quantized). Activations stay in the compute dtype.
+
+- int8, symmetric, per output channel (`group_size=None`) or per group of inputs (GGUF's Q8_0 is
+  groups of 32): w = scale * q, q in [-127, 127].
+- int4, asymmetric, per group (32 by default; 64/128 where they divide): w = scale * (q - 8) + zero,
+  q in [0, 15], two weights per byte (GGUF's Q4_0/Q4_1 map onto it exactly).
+
+Kernels were picked by measurement on a 2-core x86 CPU (1 thread, one 2048x768 matrix, one token):
+float32 `F.linear` 452 us; fbgemm's dynamic int8 linear 204 us (2.2x faster; it also quantizes the
+activations per token, which the accuracy bound accounts for); aten's `_weight_int8pack_mm` 1517 us
+and `_weight_int4pack_mm_for_cpu` 3853 us (3x and 8x slower than float32); dequantizing per call
+5619 us. So on CPU per-channel int8 runs fbgemm; on CUDA both use aten's weight-only kernels (the
+standard there); grouped int8 has no fast kernel here and dequantizes per call; int4 on CPU keeps
+its 4-bit memory and runs the (slow) aten kernel. `lab bench decode --quant` reports the speeds.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llama_core.model import Transformer
+from llama_core.packing import fuse_projections
+
+MODES = ("none", "int8", "int4")
+
+
+# ------------------------------------------------------------------------------ pure quantization
+
+def quantize_int8(w: torch.Tensor, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q int8 (out, in), scales (out, groups)) with w ~ scales * q, symmetric round-to-nearest."""
+    out, n_in = w.shape
+    g = _group(n_in, group_size or n_in, "int8")
+    wg = w.float().view(out, n_in // g, g)
+    scales = wg.abs().amax(-1).clamp(min=1e-12) / 127  # (out, groups)
+    q = torch.round(wg / scales[..., None]).clamp(-127, 127).to(torch.int8)
+    return q.view(out, n_in), scales
+
+
+def dequantize_int8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    out, n_in = q.shape
+    return (q.view(out, scales.shape[1], -1).float() * scales[..., None]).view(out, n_in)
+
+
+def quantize_int4(w: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q uint8 values 0..15 (out, in), scales, zeros (out, groups)) with w ~ scales * (q - 8) + zeros.
+
+    Each group's range [min, max] is cut into 15 steps: round-to-nearest, the error at most half a step.
+    """
+    out, n_in = w.shape
+    g = _group(n_in, group_size, "int4")
+    wg = w.float().view(out, n_in // g, g)
+    lo, hi = wg.amin(-1), wg.amax(-1)
+    scales = (hi - lo).clamp(min=1e-12) / 15
+    q = torch.round((wg - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8)
+    return q.view(out, n_in), scales, lo + 8 * scales
+
+
+def dequantize_int4(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    out, n_in = q.shape
+    qg = q.view(out, scales.shape[1], -1).float()
+    return ((qg - 8) * scales[..., None] + zeros[..., None]).view(out, n_in)
+
+
+def _group(n_in: int, group_size: int, kind: str) -> int:
+    if group_size < 1 or n_in % group_size:
+        raise ValueError(f"{kind} group size {group_size} does not divide the layer's {n_in} inputs; "
+                         "choose one that does (32 divides every dimension of the lab's presets and SmolLM2)")
+    return group_size
+
+
+# ---------------------------------------------------------------------------------- linear layers
+
+class Int8Linear(nn.Module):
+    """y = x (scales * q)^T with int8 weights; see the module docstring for the kernels."""
+
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.register_buffer("weight", q)  # int8 (out, in)
+        self.register_buffer("scales", scales.float())  # (out, groups)
+        self._fbgemm = None
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, group_size: int | None = None) -> Int8Linear:
+        return cls(*quantize_int8(weight, group_size))
+
+    @property
+    def group_size(self) -> int:
+        return self.in_features // self.scales.shape[1]
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize_int8(self.weight, self.scales)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        per_channel = self.scales.shape[1] == 1
+        if per_channel and x.device.type == "cpu" and x.dtype == torch.float32:
+            return torch.ops.quantized.linear_dynamic(x, self._fbgemm_weight())
+        if per_channel and x.device.type == "cuda":
+            flat = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight,
+                                                       self.scales[:, 0].to(x.dtype))
+            return flat.view(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.dequantize().to(x.dtype))
+
+    def _fbgemm_weight(self):
+        if self._fbgemm is None:
+            with warnings.catch_warnings():  # the quantized tensor type is deprecated; the kernel is not
+                warnings.simplefilter("ignore")
+                qw = torch.quantize_per_channel(self.dequantize(), self.scales[:, 0].double(),
+                                                torch.zeros(self.out_features, dtype=torch.long), 0, torch.qint8)
+                self._fbgemm = torch.ops.quantized.linear_prepack(qw, None)
+        return self._fbgemm
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+class Int4Linear(nn.Module):
+    """y = x (scales * (q - 8) + zeros)^T with 4-bit weights, two per byte; see the module docstring."""
+
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.register_buffer("weight", _pack_nibbles(q))  # uint8 (out, in/2)
+        self.register_buffer("scales", scales.float())  # (out, groups)
+        self.register_buffer("zeros", zeros.float())  # (out, groups)
+        self._kernel = None
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Linear:
+        return cls(*quantize_int4(weight, group_size))
+
+    @property
+    def group_size(self) -> int:
+        return self.in_features // self.scales.shape[1]
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize_int4(_unpack_nibbles(self.weight), self.scales, self.zeros)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        packed, scales_zeros = self._kernel_weights(x)
+        if x.device.type == "cuda":
+            y = torch.ops.aten._weight_int4pack_mm(flat, packed, self.group_size, scales_zeros)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, self.group_size, scales_zeros)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _kernel_weights(self, x: torch.Tensor):
+        """The aten kernel's own packing of the weights, built once per device and dtype."""
+        key = (x.device, x.dtype)
+        if self._kernel is None or self._kernel[0] != key:
+            q = _unpack_nibbles(self.weight).to(torch.int32)
+            if x.device.type == "cuda":
+                packed = torch.ops.aten._convert_weight_to_int4pack(q.to(x.device), 8)
+            else:
+                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+            scales_zeros = torch.stack([self.scales, self.zeros], -1).transpose(0, 1).contiguous()  # (G, out, 2)
+            self._kernel = (key, packed, scales_zeros.to(x.dtype))
+        return self._kernel[1], self._kernel[2]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}"
+
+
+def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(out, in) values 0..15 -> (out, in/2) bytes: even inputs in the low nibble, odd in the high."""
+    return (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
+
+
+def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    return torch.stack([packed & 15, packed >> 4], dim=-1).flatten(-2)
+
+
+# ------------------------------------------------------------------------------------ the swap
+
+def quantize(model: Transformer, mode: str, group_size: int | None = None) -> Transformer:
+    """Quantize `model`'s linear layers in place ("none" leaves it as it is); returns it, in eval mode.
+
+    `group_size`: int8 defaults to per output channel, int4 to groups of 32.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown quantization {mode!r}; choose one of {MODES}")
+    if mode == "none":
+        return model
+    fuse_projections(model)
+    with torch.no_grad():
+        for parent in [model, *(b.attention for b in model.layers), *(b.feed_forward for b in model.layers)]:
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, _quantized(child.weight, mode, group_size))
+    return model.eval().requires_grad_(False)
+
+
+def _quantized(weight: torch.Tensor, mode: str, group_size: int | None) -> nn.Module:
+    if mode == "int8":
+        return Int8Linear.from_float(weight, group_size)
+    return Int4Linear.from_float(weight, group_size or 32)
+
+
+def quantization_of(model: Transformer) -> str:
+    """"int8", "int4" or "none": what `quantize` made of the model's linear layers."""
+    kinds = {type(m) for m in model.modules()}
+    return "int4" if Int4Linear in kinds else "int8" if Int8Linear in kinds else "none"
+
+
+def weight_bytes(model: Transformer) -> int:
+    """Bytes of every parameter and buffer (each tensor once): what one decoded token reads, roughly."""
+    seen = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        seen[t.data_ptr()] = t.numel() * t.element_size()
+    return sum(seen.values())

@@ -1,0 +1,110 @@
+"""Weight-only int8/int4: each quantized linear is its dequantized matrix to within the quantization
+step, and a quantized model decodes what the float model decodes wherever the float margin is real."""
+
+import copy
+
+import pytest
+import torch
+from tiny_trained import MEMORISED, trained_model
+
+from conftest import TINY_GQA, random_norm_model
+from llama_core.generate import Sampling, generate
+from llama_core.quantize import (
+    Int4Linear,
+    Int8Linear,
+    dequantize_int4,
+    dequantize_int8,
+    quantization_of,
+    quantize,
+    quantize_int4,
+    quantize_int8,
+    weight_bytes,
+)
+
+
+def _w(out=96, n_in=64, seed=0):
+    return torch.randn(out, n_in, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("group", [None, 32])
+def test_int8_rounds_each_weight_to_its_nearest_step(group):
+    w = _w()
+    q, scales = quantize_int8(w, group)
+    assert q.dtype == torch.int8 and scales.shape == (96, 64 // (group or 64))
+    step = scales.repeat_interleave(group or 64, dim=1)
+    assert ((dequantize_int8(q, scales) - w).abs() <= step / 2 * (1 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("group", [32, 64])
+def test_int4_rounds_each_weight_to_its_nearest_step(group):
+    w = _w()
+    q, scales, zeros = quantize_int4(w, group)
+    assert int(q.max()) <= 15 and scales.shape == zeros.shape == (96, 64 // group)
+    step = scales.repeat_interleave(group, dim=1)
+    assert ((dequantize_int4(q, scales, zeros) - w).abs() <= step / 2 * (1 + 1e-5)).all()
+    layer = Int4Linear(q, scales, zeros)
+    assert layer.weight.numel() == 96 * 64 // 2  # two weights per byte
+    assert torch.equal(layer.dequantize(), dequantize_int4(q, scales, zeros))
+
+
+@pytest.mark.parametrize("make", [lambda w: Int8Linear.from_float(w, 32), lambda w: Int4Linear.from_float(w, 32)],
+                         ids=["int8-group32", "int4-group32"])
+def test_a_weight_only_linear_is_its_dequantized_matmul(make):
+    w, x = _w(), torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(1))
+    layer = make(w)
+    expected = x @ layer.dequantize().t()
+    # only float32 summation order differs from the reference product
+    assert (layer(x) - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
+
+
+def test_per_channel_int8_on_cpu_is_within_the_activation_step():
+    w, x = _w(), torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    layer = Int8Linear.from_float(w)
+    expected = x @ layer.dequantize().t()
+    # fbgemm quantizes the activations per tensor to 256 levels: each input moves by at most half a
+    # level, so each output by at most that times the row's sum of |weights| (plus float rounding)
+    half_level = (x.max() - x.min()) / 255 / 2
+    bound = half_level * layer.dequantize().abs().sum(1) * (1 + 1e-3) + 1e-5
+    assert ((layer(x) - expected).abs() <= bound).all()
+
+
+def test_bad_group_sizes_and_modes_are_clear_errors():
+    with pytest.raises(ValueError, match="group size 48 does not divide"):
+        quantize_int4(_w(), 48)
+    with pytest.raises(ValueError, match="unknown quantization"):
+        quantize(random_norm_model(TINY_GQA), "int3")
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_quantized_model_is_smaller_and_says_what_it_is(mode):
+    plain = random_norm_model(TINY_GQA)
+    q = quantize(copy.deepcopy(plain), mode)
+    assert quantization_of(q) == mode and quantization_of(plain) == "none"
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    blocks = lambda m: sum(weight_bytes(b) for b in m.layers)  # noqa: E731
+    assert blocks(q) < blocks(plain) / (3 if mode == "int8" else 5)
+    assert quantize(plain, "none") is plain
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_quantized_greedy_decoding_follows_the_float_model_where_its_margin_is_real(sp_tokenizer, mode):
+    model, _ = trained_model(sp_tokenizer)
+    quantized = quantize(copy.deepcopy(model), mode)
+    ids = torch.tensor([sp_tokenizer.encode(MEMORISED * 2, bos=True)[:model.config.max_seq_len]])
+    with torch.no_grad():
+        fp, _ = model(ids)
+        qt, _ = quantized(ids)
+    error = (fp - qt).abs().max().item()
+    top2 = fp[0].topk(2, -1).values
+    margin = top2[:, 0] - top2[:, 1]
+    # a step whose float margin exceeds twice the largest logit error cannot change its argmax
+    real = margin > 2 * error
+    assert torch.equal(qt[0].argmax(-1)[real], fp[0].argmax(-1)[real])
+    # quality, relative to the logits' scale: int8's steps are 1/254 of a row's range (and fbgemm's
+    # activations 1/255 of theirs), int4's 1/15 of a group's; a 64-wide model has few weights per
+    # output to average the rounding away, so these bounds are loose for real models
+    assert error <= {"int8": 0.05, "int4": 0.25}[mode] * fp.abs().max().item()
+    if mode == "int8":  # small enough to keep every memorised step (margins >= ln 4): it recites
+        assert bool(real.all())
+        text = ids[0, :40].tolist()
+        assert generate(quantized, text[:1], Sampling(max_new_tokens=39, temperature=0.0)) == text[1:]
