@@ -19,6 +19,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "chat": ("lab.cli.chat", "chat with a checkpoint in the terminal"),
     "eval": ("lab.cli.evaluate", "perplexity and zero-shot multiple choice, the paper's way"),
     "export": ("lab.cli.export", "export a run to the Hugging Face or Meta layout"),
+    "finetune": ("lab.cli.finetune", "instruction finetuning (full or LoRA) of a checkpoint on conversations"),
     "sweep": ("lab.cli.sweep", "a grid of presets x token budgets, resumable"),
     "bench": ("lab.cli.bench", "benchmarks: training and decoding tokens/s, MFU, memory"),
 }

@@ -86,11 +86,13 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
 
     path = resolve_path(spec)
     fmt = detect_format(path)
-    template_text, add_bos = None, True
+    template_text, add_bos, recorded = None, True, None
     if fmt == "lab":
+        from llama_core.adapted import is_adapted, load_adapted, recorded_chat
         from llama_core.formats.lab import load_lab
 
-        model, tokenizer = load_lab(path, device, dtype)
+        model, tokenizer = (load_adapted if is_adapted(path) else load_lab)(path, device, dtype)
+        recorded, add_bos = recorded_chat(path)  # a finetuned run's own template (lab finetune)
     elif fmt == "hf":
         from llama_core.formats.hf import hf_tokenizer_config, load_hf
 
@@ -107,7 +109,7 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
     if tokenizer is None:
         raise FileNotFoundError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json); copy the "
                                 "model's tokenizer into it")
-    return LoadedModel(model, tokenizer, template_name(template_text), add_bos, fmt, path, template_text)
+    return LoadedModel(model, tokenizer, recorded or template_name(template_text), add_bos, fmt, path, template_text)
 
 
 def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: int = 1) -> Path:

@@ -1,0 +1,72 @@
+"""`python -m lab finetune --checkpoint BASE --data FILE.jsonl --name RUN [--lora-rank R ...] [--epochs E]`.
+
+Supervised instruction finetuning (lab.finetune); `--data shakespeare-instructions` uses the
+offline set built from the corpus (lab.instructions) and reports the base and the finetuned model
+on its held-out questions. `--train.FIELD=VALUE` overrides the training config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.cli.options import add_threads
+from lab.experiment import parse_overrides
+from lab.finetune import FinetuneSpec, lora_spec, run_finetune
+from llama_core.chat import TEMPLATES
+from llama_core.lora import DEFAULT_TARGETS, TARGETABLE
+
+ACCEPTS_OVERRIDES = True
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="the base: a lab run, a Hugging Face or Meta folder, "
+                        "a .gguf file, or smollm2")
+    parser.add_argument("--data", required=True, help="chat-format or instruction/input/output JSONL, or "
+                        "shakespeare-instructions")
+    parser.add_argument("--val-data", default=None, help="held-out JSONL (default: every 10th conversation)")
+    parser.add_argument("--name", required=True, help="run name (folder under --runs-dir)")
+    parser.add_argument("--template", default=None, choices=sorted(TEMPLATES),
+                        help="chat template (default: the checkpoint's own; turns where it has none)")
+    parser.add_argument("--lora-rank", type=int, default=None, help="train LoRA adapters of this rank "
+                        "(default: full finetuning)")
+    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default 2 x rank)")
+    parser.add_argument("--lora-targets", default=None, help=f"comma-separated layers among {','.join(TARGETABLE)} "
+                        f"(default {','.join(DEFAULT_TARGETS)})")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=None, help="longest example in tokens (default: the context)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4 full, 1e-3 LoRA)")
+    parser.add_argument("--skip-bad-lines", action="store_true", help="leave malformed lines out (reported) "
+                        "instead of stopping at the first")
+    parser.add_argument("--compare", type=int, default=200, help="held-out questions to score the base and the "
+                        "finetuned model on (shakespeare-instructions; 0: none)")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(parser)
+
+
+def run(args) -> int:
+    overrides = parse_overrides(args.overrides)
+    bad = [k for k in overrides if not k.startswith("train.")]
+    if bad:
+        raise ValueError(f"--{bad[0]}: a finetune keeps its base's model; only --train.FIELD=VALUE may be given")
+    spec = FinetuneSpec(name=args.name, checkpoint=args.checkpoint, data=args.data, val_data=args.val_data,
+                        template=args.template, lora=lora_spec(args.lora_rank, args.lora_alpha, args.lora_targets),
+                        epochs=args.epochs, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                        skip_bad_lines=args.skip_bad_lines,
+                        train_overrides=tuple((k.removeprefix("train."), v) for k, v in overrides.items()))
+    result = run_finetune(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet)
+    run_dir = Path(args.runs_dir) / args.name
+    print(f"run {args.name}: {result.status} at step {result.step}"
+          + (f", held-out assistant loss {result.last['val_loss']:.3f}" if "val_loss" in result.last else "")
+          + f". Records in {run_dir}")
+    if result.status == "finished" and args.compare and args.data == "shakespeare-instructions":
+        from lab.finetune import record_comparison
+
+        table = record_comparison(spec, Path(args.runs_dir), args.compare)
+        keys = sorted({k for row in table.values() for k in row})
+        print(f"{'':8}" + "".join(f"{k:>20}" for k in keys))
+        for label, row in table.items():
+            print(f"{label:8}" + "".join(f"{row.get(k, float('nan')):>20.3f}" for k in keys))
+    return 0 if result.status != "interrupted" else 130
