@@ -108,3 +108,21 @@ def test_quantized_greedy_decoding_follows_the_float_model_where_its_margin_is_r
         assert bool(real.all())
         text = ids[0, :40].tolist()
         assert generate(quantized, text[:1], Sampling(max_new_tokens=39, temperature=0.0)) == text[1:]
+
+
+def test_the_decode_benchmark_reports_each_quantization(tmp_path, capsys):
+    import json
+
+    from lab.__main__ import main
+
+    out = tmp_path / "decode.jsonl"
+    assert main(["bench", "decode", "--preset", "lab-1m", "--new", "4", "--rounds", "1", "--quant", "all",
+                 "--threads", "1", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-3:]]
+    assert [r["quant"] for r in records] == ["none", "int8", "int4"]
+    assert all(r["tokens_per_s"] > 0 and r["mbu"] > 0 for r in records)
+    # the stored form is what a step reads: int8 about a quarter of float32; int4 less again (its
+    # float32 scale and zero per group of 32 add 2 bits per weight)
+    sizes = [r["weight_bytes_per_token"] for r in records]
+    assert sizes[0] > 3 * sizes[1] and sizes[1] > sizes[2]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == records

@@ -1,16 +1,18 @@
 """`python -m lab bench decode`: decode tokens/s and MBU at batch 1, optionally beside Hugging Face.
 
-One JSON line on stdout, also appended to runs/bench/decode.jsonl. A random-weight model of the
-preset's shape, packed for decoding (llama_core.packing), runs greedy decoding of `--new` tokens
-after a `--prompt`-token prompt (prefill included in the time). With `--vs hf`, transformers'
-`generate` runs on the same weights in the same process, the two interleaved round by round so
-that load on a shared machine hits both alike; each side reports its best round. MBU counts every
-weight and the mean KV cache read once per token against the measured (or datasheet) memory
-bandwidth.
-"""
+One JSON line per quantization on stdout, also appended to runs/bench/decode.jsonl. A random-weight
+model of the preset's shape, packed for decoding (llama_core.packing) or quantized
+(llama_core.quantize, `--quant int8|int4|all`), runs greedy decoding of `--new` tokens after a
+`--prompt`-token prompt (prefill included in the time). With `--vs hf`, transformers' `generate`
+runs on the same weights in the same process. Every side is interleaved round by round so that
+load on a shared machine hits all alike, and reports its best round. MBU counts the bytes of the
+weights a step reads in their stored form, plus the mean KV cache, against the measured (or
+datasheet) memory bandwidth."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import platform
 import time
@@ -20,10 +22,11 @@ import torch
 
 from llama_core.config import get_preset
 from llama_core.devices import device_name, peak_bandwidth, resolve_device, synchronize
-from llama_core.flops import decode_bytes_per_token, mbu
+from llama_core.flops import decode_bytes_per_token, kv_cache_bytes, mbu
 from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer
 from llama_core.packing import pack
+from llama_core.quantize import MODES, quantize, weight_bytes
 from llama_core.run_folder import append_jsonl, bench_path
 
 DEFAULT_OUT = bench_path("runs", "decode")
@@ -35,6 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--new", type=int, default=256, help="new tokens per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (after a warm-up)")
     parser.add_argument("--vs", choices=["hf"], default=None, help="also time transformers' generate")
+    parser.add_argument("--quant", choices=[*MODES, "all"], default="none",
+                        help="weight quantization of the lab's model (all: float32, int8 and int4 side by side)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSONL file the line is appended to")
@@ -55,18 +60,19 @@ def run(args) -> int:
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     sampling = Sampling(max_new_tokens=args.new, temperature=0.0)
 
-    def ours() -> list[int]:
-        return generate(model, prompt, sampling)
-
-    sides = {"lab": ours}
+    sides = {}
     if args.vs == "hf":  # from the plain weights, before packing renames them
         sides["hf"] = _hf_generate(model, prompt, args.new, device)
-    pack(model)
+    models = {}
+    for mode in (MODES if args.quant == "all" else (args.quant,)):
+        models[mode] = pack(copy.deepcopy(model)) if mode == "none" else quantize(copy.deepcopy(model), mode)
+        sides[mode] = functools.partial(generate, models[mode], prompt, sampling)
+    del model
     best: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
-    for name, fn in sides.items():  # warm-up: allocations, first-call dispatch
+    for name, fn in sides.items():  # warm-up: allocations, first-call dispatch, kernel packing
         tokens[name] = fn()
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # interleaved, so that load on a shared machine hits every side alike
         for name, fn in sides.items():
             synchronize(device)
             start = time.perf_counter()
@@ -74,24 +80,35 @@ def run(args) -> int:
             synchronize(device)
             best[name] = max(best.get(name, 0.0), len(out) / (time.perf_counter() - start))
     bandwidth, bandwidth_source = peak_bandwidth(device)
-    step_bytes = decode_bytes_per_token(cfg, args.prompt + args.new // 2, bytes_per_param=4)
-    record = {
-        "bench": "decode", "preset": args.preset, "batch": 1, "prompt": args.prompt, "new_tokens": args.new,
-        "max_seq_len": cfg.max_seq_len, "dtype": "float32", "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "host": platform.node(), "tokens_per_s": round(best["lab"], 1),
-        "mbu": round(mbu(best["lab"], step_bytes, bandwidth), 4),
-        "bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bandwidth_source,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if "hf" in best:
-        record.update(hf_tokens_per_s=round(best["hf"], 1), speedup_vs_hf=round(best["lab"] / best["hf"], 2),
-                      hf_mbu=round(mbu(best["hf"], step_bytes, bandwidth), 4),
-                      same_tokens_as_hf=tokens["lab"] == tokens["hf"])
-    line = json.dumps(record, sort_keys=True)
-    print(line, flush=True)
-    append_jsonl(args.out, record)
+    kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=4)
+    for mode, quantized in models.items():
+        step_bytes = step_weight_bytes(quantized) + kv_bytes
+        record = {
+            "bench": "decode", "preset": args.preset, "batch": 1, "prompt": args.prompt, "new_tokens": args.new,
+            "max_seq_len": cfg.max_seq_len, "dtype": "float32", "quant": mode, "device": device_name(device),
+            "threads": torch.get_num_threads(), "host": platform.node(), "tokens_per_s": round(best[mode], 1),
+            "weight_bytes_per_token": step_bytes - kv_bytes, "mbu": round(mbu(best[mode], step_bytes, bandwidth), 4),
+            "bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bandwidth_source,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if mode != "none" and "none" in best:
+            record["speedup_vs_float32"] = round(best[mode] / best["none"], 2)
+            record["same_tokens_as_float32"] = tokens[mode] == tokens["none"]
+        if "hf" in best:
+            record.update(hf_tokens_per_s=round(best["hf"], 1), speedup_vs_hf=round(best[mode] / best["hf"], 2),
+                          hf_mbu=round(mbu(best["hf"], decode_bytes_per_token(cfg, args.prompt + args.new // 2, 4),
+                                           bandwidth), 4))
+            if mode == "none":
+                record["same_tokens_as_hf"] = tokens[mode] == tokens["hf"]
+        print(json.dumps(record, sort_keys=True), flush=True)
+        append_jsonl(args.out, record)
     return 0
+
+
+def step_weight_bytes(model: Transformer) -> int:
+    """Bytes of the weights one decode step reads: every block, the final norm and the output head
+    (the embedding gives one row)."""
+    return sum(weight_bytes(m) for m in [*model.layers, model.norm, model.output])
 
 
 def _hf_generate(model: Transformer, prompt: list[int], new: int, device: torch.device):
