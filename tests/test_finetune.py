@@ -101,7 +101,7 @@ def test_lora_step_changes_only_adapters_and_merge_equals_adapted_logits():
     assert not merged.layers[0].attention.wq._forward_hooks  # merged: a plain model again
 
 
-def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_path, base_run, data):
+def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_path, base_run, data, monkeypatch):
     weights = (RunFolder(base_run).checkpoints()[-1] / "model.safetensors").read_bytes()
     result = run_finetune(spec(data, base_run, "lora", lora=LoRAConfig(rank=4, alpha=8.0), epochs=1),
                           tmp_path / "runs", progress=False)
@@ -115,6 +115,11 @@ def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_p
     assert (RunFolder(base_run).checkpoints()[-1] / "model.safetensors").read_bytes() == weights
     loaded = load_model(run.path)
     assert loaded.chat_template == "turns"
+    from app.services import checkpoints  # the Chat page lists it with its template
+
+    monkeypatch.setenv("LLAMA_LAB_RUNS_DIR", str(tmp_path / "runs"))
+    assert checkpoints.checkpoint_choices()["run: lora (finetuned, template turns)"] == str(run.path)
+    assert checkpoints.kind(str(run.path)) == "finetuned" and checkpoints.kind(str(base_run)) == "run"
     # the loaded run is the base with the adapters merged: same logits as the adapters hooked on
     base = load_model(base_run).model
     hooked = LoRAModel(base, LoRAConfig(rank=4, alpha=8.0))

@@ -17,6 +17,7 @@ import streamlit as st
 
 from app.services.runs import runs_dir
 from lab.records import list_runs
+from llama_core.adapted import recorded_chat
 from llama_core.devices import resolve_device
 from llama_core.formats import LoadedModel, load_model, smollm2_path
 from llama_core.run_folder import RunFolder
@@ -38,14 +39,25 @@ def checkpoint_choices() -> dict[str, str]:
         choices[BUNDLED] = str(smollm2_path())
     except FileNotFoundError:
         pass  # not installed: the runs remain
-    choices.update({f"{RUN_PREFIX}{r.name}": str(r) for r in list_runs(runs_dir()) if RunFolder(r).checkpoints()})
+    choices.update({f"{RUN_PREFIX}{r.name}{finetuned_label(r)}": str(r) for r in list_runs(runs_dir())
+                    if RunFolder(r).checkpoints()})
     return choices
 
 
+def finetuned_label(run: Path) -> str:
+    """' (finetuned, template T)' for a run made by `lab finetune`; '' for a pretraining run."""
+    try:
+        template, _ = recorded_chat(run)
+    except (ValueError, OSError):  # a damaged record: the run is still offered, loading will say why
+        return ""
+    return f" (finetuned, template {template})" if template else ""
+
+
 def kind(spec: str) -> str:
-    """"bundled" (the instruction-tuned SmolLM2), "run" (trained by this lab) or "path" (anything else)."""
+    """"bundled" (the instruction-tuned SmolLM2), "run" (trained by this lab), "finetuned" (a run of
+    `lab finetune`: it follows its chat template) or "path" (anything else)."""
     if RunFolder(spec).is_run():
-        return "run"
+        return "finetuned" if finetuned_label(Path(spec)) else "run"
     try:
         return "bundled" if Path(spec) == smollm2_path() else "path"
     except FileNotFoundError:
