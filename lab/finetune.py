@@ -29,7 +29,7 @@ from llama_core.run_folder import RunFolder
 from llama_core.sft import SFTBatches, fit
 from llama_core.sft_data import Examples, read_examples
 from llama_core.tokenizer import SentencePieceTokenizer
-from llama_core.train import TrainResult, TrainState, build_state, restore, train
+from llama_core.train import TrainResult, build_state, restore, train
 
 # what a base model whose template has no turn boundaries (a lab run, a raw base) is taught
 LAB_TEMPLATE = "turns"
@@ -101,16 +101,9 @@ def train_config(spec: FinetuneSpec, n_train: int, n_val_batches: int, seq_len: 
     return cfg.replace(**fields) if fields else cfg
 
 
-def restore_adapters(state: TrainState, checkpoint: Path) -> None:
-    """`train.restore` for a LoRA run, whose checkpoints hold the adapters, not a whole model."""
-    saved, blob = ckpt.load_training_state(checkpoint)
-    state.model.load_adapters(ckpt.read_weights(checkpoint))
-    state.optimizer.load_state_dict(blob["optimizer"])
-    torch.set_rng_state(blob["torch_rng"])
-    state.sampler.load_state_dict(saved["data"])
-    state.step, state.tokens, state.elapsed_s = saved["step"], saved["tokens"], saved["elapsed_s"]
-    state.energy_j = saved.get("energy_j")
-    state.loss_sum, state.loss_count = saved["loss_sum"], saved["loss_count"]
+def load_adapters(checkpoint: Path, model: LoRAModel) -> None:
+    """What `train.restore` loads weights with in a LoRA run: its checkpoints hold only the adapters."""
+    model.load_adapters(ckpt.read_weights(checkpoint))
 
 
 def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,
@@ -137,7 +130,10 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
     val_fit = fit(template, val_set.conversations, tok, seq_len + 1, base.add_bos)
     train_batches = SFTBatches(train_fit.examples, spec.batch_size, seed=1337, pad_id=pad)
     val_batches = SFTBatches(val_fit.examples, spec.batch_size, pad_id=pad, shuffle=False)
-    cfg = train_config(spec, len(train_fit.examples), min(len(val_batches), 20), seq_len)
+    # train() counts batch_size x seq_len tokens a row: the widest row, not the context, keeps that
+    # (and tokens/s, MFU) an upper bound near the truth
+    widest = max(len(e.ids) for e in train_fit.examples) - 1
+    cfg = train_config(spec, len(train_fit.examples), min(len(val_batches), 20), widest)
     train_batches.seed = cfg.seed
     if resume:
         recorded = run.read_config()
@@ -157,7 +153,7 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
         checkpoint = run.latest_valid_checkpoint()
         if checkpoint is None:
             raise ValueError(f"{run.path} has no usable checkpoint to resume from; start it again")
-        (restore_adapters if spec.lora else restore)(state, checkpoint)
+        restore(state, checkpoint, load_adapters) if spec.lora else restore(state, checkpoint)
         run.truncate_after(state.step)
         print(f"resuming {spec.name} from {checkpoint.name}")
     else:

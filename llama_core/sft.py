@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from llama_core.chat import ChatTemplate, Message, Turns
+from llama_core.data import BatchSampler
 from llama_core.loss import IGNORE_INDEX
 from llama_core.tokenizer import Tokenizer
 
@@ -116,11 +117,12 @@ def fit(template: ChatTemplate, conversations: Sequence[Sequence[Message]], toke
     return out
 
 
-class SFTBatches:
-    """Padded batches of rendered examples; batch n depends only on (seed, n), like data.BatchSampler.
+class SFTBatches(BatchSampler):
+    """Padded batches of rendered examples; batch n depends only on (seed, n), and `position` (batches
+    drawn so far) is all the state, as for the BatchSampler it stands in for.
 
     Each epoch visits every example once in an order drawn from (seed, epoch); `shuffle=False`
-    keeps file order (validation). `position` (batches drawn so far) is all the state.
+    keeps file order (validation).
     """
 
     def __init__(self, examples: Sequence[Rendered], batch_size: int, seed: int = 0, pad_id: int = 0,
@@ -128,7 +130,7 @@ class SFTBatches:
         if not examples:
             raise ValueError("no examples to batch: the data is empty or nothing fits the context")
         self.examples, self.batch_size, self.seed = list(examples), batch_size, seed
-        self.pad_id, self.shuffle, self.position = pad_id, shuffle, position
+        self.pad_id, self.shuffle, self.position, self.split = pad_id, shuffle, position, "sft"
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -154,17 +156,3 @@ class SFTBatches:
             x[b, :len(ids) - 1] = ids[:-1]
             y[b, :len(ids) - 1] = torch.where(keep, ids[1:], IGNORE_INDEX)
         return x, y
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.batch_at(self.position)
-        self.position += 1
-        return batch
-
-    def __iter__(self):
-        return self
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "position": self.position, "split": "sft"}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.position = state["seed"], state["position"]

@@ -172,8 +172,9 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def restore(state: TrainState, checkpoint: Path) -> None:
-    """Load model, optimizer, data position, counters and RNG from a checkpoint into `state`.
+def restore(state: TrainState, checkpoint: Path, load_weights=ckpt.load_weights) -> None:
+    """Load model, optimizer, data position, counters and RNG from a checkpoint into `state`
+    (`load_weights(checkpoint, model)`: a LoRA finetune's checkpoints hold only its adapters).
 
     Distributed checkpoints and sharded models go through llama_core.distributed, which reshards
     to any number of ranks (training has no randomness to restore there).
@@ -182,7 +183,7 @@ def restore(state: TrainState, checkpoint: Path) -> None:
         saved = distributed.restore_training_state(checkpoint, state.model, state.optimizer)
     else:
         saved, blob = ckpt.load_training_state(checkpoint)
-        ckpt.load_weights(checkpoint, state.model)
+        load_weights(checkpoint, state.model)
         state.optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["torch_rng"])
     state.sampler.load_state_dict(saved["data"])

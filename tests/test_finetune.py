@@ -113,6 +113,12 @@ def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_p
     saved = ckpt.read_weights(run.checkpoints()[-1])
     assert saved and all(k.endswith(("lora_A", "lora_B")) for k in saved)  # adapters only
     assert (RunFolder(base_run).checkpoints()[-1] / "model.safetensors").read_bytes() == weights
+    curve = resume_curve(run.read_metrics())  # resumed from its middle checkpoint: the same curve
+    shutil.rmtree(run.checkpoints()[-1])
+    run_finetune(spec(data, base_run, "lora", lora=LoRAConfig(rank=4, alpha=8.0), epochs=1), tmp_path / "runs",
+                 resume=True, progress=False)
+    assert resume_curve(run.read_metrics()) == curve
+    saved = ckpt.read_weights(run.checkpoints()[-1])
     loaded = load_model(run.path)
     assert loaded.chat_template == "turns"
     from app.services import checkpoints  # the Chat page lists it with its template
