@@ -18,6 +18,7 @@ import torch
 from llama_core.config import ModelConfig
 from llama_core.formats.bpe import BPETokenizer
 from llama_core.formats.common import build_model, check_vocab
+from llama_core.formats.gguf_quant import KEPT_TYPES, placeholder, quantized_linear, swap_in
 from llama_core.model import Transformer
 from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
 
@@ -75,8 +76,9 @@ def config_from_gguf(reader, source: str) -> ModelConfig:
         raise ValueError(f"{source}: the GGUF metadata lacks a llama.* hyperparameter or token_embd.weight") from None
 
 
-def state_dict_from_gguf(reader, source: str) -> dict[str, torch.Tensor]:
-    """Every tensor dequantized to float32 under its Meta name."""
+def state_dict_from_gguf(reader, source: str, quantized: dict | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor dequantized to float32 under its Meta name; with a `quantized` dict, Q4_0/Q4_1/Q8_0
+    linear weights go there as quantized layers instead, with a memoryless placeholder in the result."""
     from gguf.quants import dequantize
 
     out = {}
@@ -94,6 +96,10 @@ def state_dict_from_gguf(reader, source: str) -> dict[str, torch.Tensor]:
         else:
             raise ValueError(f"{source}: unexpected tensor {t.name!r} for a llama model")
         shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists the fastest axis first
+        if quantized is not None and kind in KEPT_TYPES and (name.startswith("layers.") or name == "output.weight"):
+            quantized[name.removesuffix(".weight")] = quantized_linear(kind, np.asarray(t.data), shape)
+            out[name] = placeholder(shape, torch.float32)
+            continue
         values = dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32, copy=False)
         if not values.flags.writeable:  # float32 tensors come straight from the read-only file map
             values = values.copy()
@@ -148,16 +154,21 @@ def chat_template_of(reader) -> str | None:
     return _field(reader, "tokenizer.chat_template")
 
 
-def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-              ) -> tuple[Transformer, Tokenizer, str | None, bool]:
-    """(model, tokenizer, chat template text or None, whether prompts start with bos) from a .gguf."""
+def load_gguf(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+              keep_quantized: bool = False) -> tuple[Transformer, Tokenizer, str | None, bool]:
+    """(model, tokenizer, chat template text or None, whether prompts start with bos) from a .gguf.
+
+    `keep_quantized` loads Q4_0/Q4_1/Q8_0 linear weights as quantized layers (llama_core.formats.gguf_quant)."""
     reader = _reader(path)
     source = str(path)
     try:
         cfg = config_from_gguf(reader, source)
         tokenizer = tokenizer_from_gguf(reader, source)
         check_vocab(tokenizer, cfg, source)
-        model = build_model(cfg, state_dict_from_gguf(reader, source), source, device, dtype or torch.float32)
+        quantized = {} if keep_quantized else None  # the rest then stays float32, as the placeholders are
+        model = build_model(cfg, state_dict_from_gguf(reader, source, quantized), source, device,
+                            torch.float32 if keep_quantized else dtype or torch.float32)
+        swap_in(model, {name: layer.to(device) for name, layer in (quantized or {}).items()})
         add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", True))
         return model, tokenizer, chat_template_of(reader), add_bos
     except ValueError as err:
