@@ -52,21 +52,29 @@ class _Group:
     width: int = 0  # the longest continuation in the group
 
 
+CACHE_FACTOR = 4  # KV-cache cells (rows x positions) a batch may hold, in token budgets
+
+
 def _batches(groups: list[_Group], conts: list[tuple[int, ...]], token_budget: int, max_seq_len: int):
-    """Groups (longest contexts first) packed so that rows x (context + continuation) <= token_budget."""
+    """Groups (longest contexts first) packed so that the tokens computed, each context once and each
+    continuation per row (padded), stay within `token_budget`, and the cache copies, rows x (context +
+    continuation), within CACHE_FACTOR budgets. A group is split only when its copies alone exceed that:
+    splitting recomputes its context."""
+    cache_cells = CACHE_FACTOR * token_budget
     batch: list[_Group] = []
-    ctx_len = cont_len = rows = 0
+    n_groups = ctx_len = cont_len = rows = 0
     for g in groups:
-        chunk = max(1, token_budget // (len(g.context) + g.width))  # a group too big for one batch is split
+        chunk = max(1, cache_cells // (len(g.context) + g.width))
         for start in range(0, len(g.rows), chunk):
             part = _Group(g.context, g.rows[start:start + chunk])
             part.width = max(len(conts[r]) for r in part.rows)
-            c, w, n = max(ctx_len, len(part.context)), max(cont_len, part.width), rows + len(part.rows)
-            if batch and (n * (c + w) > token_budget or c + w - 1 > max_seq_len):
+            c, w = max(ctx_len, len(part.context)), max(cont_len, part.width)
+            k, n = n_groups + 1, rows + len(part.rows)
+            if batch and (k * c + n * w > token_budget or n * (c + w) > cache_cells or c + w - 1 > max_seq_len):
                 yield batch
-                batch, c, w, n = [], len(part.context), part.width, len(part.rows)
+                batch, c, w, k, n = [], len(part.context), part.width, 1, len(part.rows)
             batch.append(part)
-            ctx_len, cont_len, rows = c, w, n
+            n_groups, ctx_len, cont_len, rows = k, c, w, n
     if batch:
         yield batch
 
