@@ -18,7 +18,7 @@ import torch
 from lab.records import DEFAULT_RUNS_DIR
 from llama_core import distributed
 from llama_core.activation_checkpointing import POLICIES
-from llama_core.config import ModelConfig, TrainConfig, get_preset
+from llama_core.config import ModelConfig, ParallelConfig, TrainConfig, get_preset
 from llama_core.data import (
     SPLIT_VERSION,
     VAL_PERCENT,
@@ -51,6 +51,7 @@ class RunSpec:
     tokenizer: str | None = None  # path to an existing tokenizer.model; None trains one
     model_overrides: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)  # how, not what: a resume may change it
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         base = get_preset(self.preset).to_dict()
@@ -77,11 +78,13 @@ def tokenizer_for(spec: RunSpec, cache_dir: Path | None = None) -> SentencePiece
     return tokenizer
 
 
-def hardware_record(device: torch.device, dtype: torch.dtype) -> dict:
-    """The machine a run trains on, with the peak its MFU is measured against and the rank count."""
+def hardware_record(device: torch.device, dtype: torch.dtype, parallel: ParallelConfig | None = None) -> dict:
+    """The machine a run trains on, with the peak its MFU is measured against, the ranks and their layout."""
     peak, source = peak_flops(device, dtype)
-    return {**machine_record(device, dtype), "peak_flops": peak, "peak_source": source,
-            "ranks": distributed.world_size()}
+    parallel = parallel or ParallelConfig()
+    world = distributed.world_size()
+    return {**machine_record(device, dtype), "peak_flops": peak, "peak_source": source, "ranks": world,
+            "parallel": dict(parallel.to_dict(), dp=parallel.data_parallel(world))}
 
 
 def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool = False,
@@ -89,7 +92,8 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     """Train `spec` into runs_dir/NAME, or continue it with `resume`.
 
     Under torchrun (llama_core.distributed) every rank calls this: the global batch is split over
-    the ranks, the model sharded with FSDP2, and only rank 0 writes records and prints.
+    the data-parallel ranks, the model split by `spec.parallel` (tensor parallel on the "tp" axis,
+    llama_core.tensor_parallel) and sharded with FSDP2, and only rank 0 writes records and prints.
     `wrap_sink(sink, model, tokenizer)` may extend rank 0's metrics lines (lab.evals.during_training).
     """
     run = RunFolder(Path(runs_dir) / spec.name)
@@ -104,6 +108,9 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
     if cfg.activation_checkpointing not in POLICIES:  # before any tokenizer training or tokenizing
         raise ValueError(f"--train.activation_checkpointing={cfg.activation_checkpointing!r} is not a policy; "
                          f"choose one of {', '.join(POLICIES)}")
+    world = distributed.world_size()
+    if spec.tokenizer is None:  # the layout is refused before any tokenizer, data or model exists
+        spec.parallel.check(spec.model_config(spec.vocab_size), world, cfg)
     main = distributed.is_main()
     device = distributed.local_device(resolve_device(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
@@ -115,15 +122,20 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
         if cfg.seq_len > model_cfg.max_seq_len:
             raise ValueError(f"--train.seq_len={cfg.seq_len} exceeds the model's context "
                              f"(max_seq_len={model_cfg.max_seq_len}); lower it or raise --model.max_seq_len")
+        spec.parallel.check(model_cfg, world, cfg)
         mixture = Mixture.build(spec.data, tokenizer, cache_dir, progress=progress)
     train_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed)
     val_sampler = BatchSampler(mixture, cfg.batch_size, cfg.seq_len, seed=cfg.seed, split="val") \
         if all(f.val_tokens > cfg.seq_len + 1 for f in mixture.files) else train_sampler
-    train_sampler, val_sampler = distributed.rank_rows(train_sampler), distributed.rank_rows(val_sampler)
+    mesh = distributed.device_mesh(device, spec.parallel) if distributed.is_distributed() else None
+    train_sampler, val_sampler = distributed.rank_rows(train_sampler, mesh), distributed.rank_rows(val_sampler, mesh)
 
     torch.manual_seed(cfg.seed)
     model = Transformer(model_cfg, attn_backend=cfg.attn_backend).to(device)
-    mesh = distributed.device_mesh(device) if distributed.is_distributed() else None
+    if spec.parallel.tp > 1:  # every rank built the same full model: each keeps its slices
+        from llama_core.tensor_parallel import parallelize
+
+        parallelize(model, mesh["tp"], spec.parallel)
     state = build_state(model, cfg, train_sampler, mesh)
     if resume:
         checkpoint = run.latest_valid_checkpoint()
@@ -144,7 +156,7 @@ def run_training(spec: RunSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: bool 
                                                                    cfg.batch_size * cfg.seq_len)},
             "tokenizer": {"path": run.tokenizer_path.name, "fingerprint": tokenizer.fingerprint,
                           "vocab_size": tokenizer.vocab_size},
-            "hardware": hardware_record(device, dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "hardware": hardware_record(device, dtype, spec.parallel), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "status": "running",
         }
         run.write_config(config)
@@ -214,20 +226,22 @@ def finished(run_dir: Path) -> bool:
 
 
 def apply_overrides(spec: RunSpec, overrides: dict[str, str]) -> RunSpec:
-    """Dotted overrides: {'train.lr': '3e-4', 'model.dim': '128'} -> a new spec (values coerced)."""
-    model_over, train_over = dict(spec.model_overrides), {}
+    """Dotted overrides: {'train.lr': '3e-4', 'model.dim': '128', 'parallel.tp': '2'} -> a new spec (coerced)."""
+    sections = {"model": ModelConfig, "train": TrainConfig, "parallel": ParallelConfig}
+    given = {"model": dict(spec.model_overrides), "train": {}, "parallel": {}}
     for key, raw in overrides.items():
         section, _, name = key.partition(".")
-        target = {"model": ModelConfig, "train": TrainConfig}.get(section)
+        target = sections.get(section)
         if target is None or not name:
-            raise ValueError(f"override {key!r}: use --model.FIELD=VALUE or --train.FIELD=VALUE")
+            raise ValueError(f"override {key!r}: use --model.FIELD=VALUE, --train.FIELD=VALUE or "
+                             "--parallel.FIELD=VALUE")
         fields = {f.name: f for f in dataclasses.fields(target) if f.init}
         if name not in fields:
             raise ValueError(f"override {key!r}: {target.__name__} has no field {name!r}; "
                              f"fields are {sorted(fields)}")
-        value = coerce(raw, str(fields[name].type), key)
-        (model_over if section == "model" else train_over)[name] = value
-    return dataclasses.replace(spec, model_overrides=model_over, train=spec.train.replace(**train_over))
+        given[section][name] = coerce(raw, str(fields[name].type), key)
+    return dataclasses.replace(spec, model_overrides=given["model"], train=spec.train.replace(**given["train"]),
+                               parallel=spec.parallel.replace(**given["parallel"]))
 
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:

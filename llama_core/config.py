@@ -194,3 +194,79 @@ class TrainConfig(_Serialisable):
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else min(2000, max(1, self.steps // 20))
 
+
+
+def _require_parallel(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"ParallelConfig.{field_name}: {message}")
+
+
+@dataclass(frozen=True)
+class ParallelConfig(_Serialisable):
+    """How a run is split over ranks: `dp` data-parallel x `tp` tensor-parallel (llama_core.tensor_parallel).
+
+    `sequence_parallel` also shards the norms and the residual stream along the sequence
+    (Korthikanti et al., 2022). `check` refuses a layout a model or a world cannot take, before any
+    rank allocates; dp=None means "whatever the world leaves" (world_size / tp).
+    """
+
+    dp: int | None = None
+    tp: int = 1
+    sequence_parallel: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("dp", "tp"):
+            value = getattr(self, name)
+            if name == "dp" and value is None:
+                continue
+            _require_parallel(isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
+                              f"must be a positive integer, got {value!r}")
+        _require_parallel(isinstance(self.sequence_parallel, bool), "sequence_parallel",
+                          f"must be true or false, got {self.sequence_parallel!r}")
+
+    def data_parallel(self, world_size: int) -> int:
+        """The data-parallel degree in a world of `world_size` ranks; refuses dp x tp != world size."""
+        dp = self.dp if self.dp is not None else world_size // self.tp
+        _require_parallel(dp * self.tp == world_size, "dp",
+                          f"dp x tp = {self.dp if self.dp is not None else '?'} x {self.tp} must equal the "
+                          f"world size {world_size} (torchrun's --nnodes x --nproc_per_node); "
+                          "change --parallel.dp/--parallel.tp or the number of processes")
+        return dp
+
+    def check(self, model: ModelConfig, world_size: int, train: TrainConfig | None = None) -> None:
+        """Refuse a layout `model` (and `train`) cannot be split into, with what to change."""
+        dp = self.data_parallel(world_size)
+        if train is not None:
+            _require_parallel(train.batch_size % dp == 0, "dp",
+                              f"--train.batch_size={train.batch_size} (the global batch) must be a multiple of "
+                              f"dp={dp} so that each data-parallel rank gets the same rows")
+        self.check_model(model, train)
+
+    def check_model(self, model: ModelConfig, train: TrainConfig | None = None) -> None:
+        """Refuse a tensor-parallel degree that `model` (and `train`) cannot be split into."""
+        tp = self.tp
+        if tp == 1:
+            return
+        for name, size in (("n_heads", model.n_heads), ("n_kv_heads", model.n_kv_heads), ("dim", model.dim),
+                           ("hidden_dim", model.hidden_dim), ("vocab_size", model.vocab_size)):
+            _require_parallel(size % tp == 0, "tp",
+                              f"tp={tp} must divide the model's {name}={size} (each tensor-parallel rank "
+                              f"holds 1/{tp} of it); choose a tp that divides it or another model shape")
+        if self.sequence_parallel:
+            _require_parallel(model.max_seq_len % tp == 0, "sequence_parallel",
+                              f"tp={tp} must divide the model's max_seq_len={model.max_seq_len} (shorter "
+                              "sequences are padded to a multiple of tp); change it or pass "
+                              "--parallel.sequence_parallel=false")
+        if train is None:
+            return
+        if self.sequence_parallel:
+            _require_parallel(train.seq_len % tp == 0, "sequence_parallel",
+                              f"tp={tp} must divide --train.seq_len={train.seq_len} (each rank holds 1/{tp} of "
+                              "the sequence); change the sequence length or pass --parallel.sequence_parallel=false")
+        _require_parallel(not train.fused_loss, "tp",
+                          f"tp={tp}: the fused chunked loss needs the whole output matrix, which tensor "
+                          "parallelism shards over the vocabulary; pass --train.fused_loss=false (the logits are "
+                          "then gathered for a plain cross-entropy)")
+        _require_parallel(train.activation_checkpointing != "fused", "tp",
+                          f"tp={tp}: activation_checkpointing='fused' (llama_core.fused's hand-written backwards) "
+                          "is not written for sharded activations; use 'selective', 'full' or 'none'")

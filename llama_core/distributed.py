@@ -14,6 +14,10 @@ Sharding: `shard_model` applies `fully_shard` to each TransformerBlock, then to 
 embeddings, final norm and output, a tied matrix once). Every rank builds the same full model from
 the same seed first, so the shards are the single-process initialisation cut in pieces.
 
+2-D: with a ParallelConfig of tp > 1, `device_mesh` is a (dp, tp) mesh; llama_core.tensor_parallel
+splits the model over the "tp" axis first, then FSDP2 shards those slices over the "dp" axis, and
+`rank_rows` gives the tp ranks of one data-parallel group the same rows.
+
 Checkpoints of a sharded model keep the lab's step folders, with these files:
 
     runs/NAME/checkpoints/step_0000200/
@@ -23,9 +27,9 @@ Checkpoints of a sharded model keep the lab's step folders, with these files:
 
 Saving is collective (every rank writes its shards); rank 0 writes the rest into the same hidden
 temporary folder and renames it into place, so a step_* folder is complete. DCP reshards on load,
-so a checkpoint resumes with any number of ranks, or in one plain process (DCP without a process
-group). A single-process checkpoint loads into a sharded model through a plain CPU twin. The run
-folder must be on a filesystem that every node sees.
+so a checkpoint resumes with any number of ranks in any dp x tp layout, or in one plain process
+(DCP without a process group). A single-process checkpoint loads into a sharded model through a
+plain CPU twin. The run folder must be on a filesystem that every node sees.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import torch
 import torch.distributed as dist
 
 from llama_core import checkpoint as ckpt
+from llama_core.config import ParallelConfig
 from llama_core.model import Transformer
 from llama_core.optim import param_groups
 from llama_core.run_folder import DCP_DIR, WEIGHTS, RunFolder, verify
@@ -184,27 +189,45 @@ class RankRows:
         self.sampler.load_state_dict(state)
 
 
-def rank_rows(sampler):
-    """`sampler` split over the ranks (itself in one process)."""
-    return RankRows(sampler, rank(), world_size()) if is_distributed() else sampler
+def rank_rows(sampler, mesh: DeviceMesh | None = None):
+    """`sampler` split over the data-parallel ranks (itself in one process).
+
+    With a 2-D mesh the tensor-parallel ranks of one data-parallel group share the same rows.
+    """
+    if not is_distributed():
+        return sampler
+    if mesh is None or "tp" not in (mesh.mesh_dim_names or ()):
+        return RankRows(sampler, rank(), world_size())
+    dp = mesh["dp"]
+    return RankRows(sampler, dp.get_local_rank(), dp.size())
 
 
 # -------------------------------------------------------------------------------------- model
 
-def device_mesh(device: torch.device) -> DeviceMesh:
-    """A 1-D mesh over all ranks (pure data parallelism)."""
+def device_mesh(device: torch.device, parallel: ParallelConfig | None = None) -> DeviceMesh:
+    """A 1-D mesh over all ranks (pure data parallelism), or the (dp, tp) mesh of `parallel` with tp > 1.
+
+    Ranks dp*tp + t of a 2-D mesh are neighbours on the tensor axis, so tensor parallelism (the
+    chattiest) stays within a node when tp divides the processes per node.
+    """
     from torch.distributed.device_mesh import init_device_mesh
 
-    return init_device_mesh(device.type, (world_size(),), mesh_dim_names=("dp",))
+    if parallel is None or parallel.tp == 1:
+        return init_device_mesh(device.type, (world_size(),), mesh_dim_names=("dp",))
+    dp = parallel.data_parallel(world_size())
+    return init_device_mesh(device.type, (dp, parallel.tp), mesh_dim_names=("dp", "tp"))
 
 
 def shard_model(model: Transformer, mesh: DeviceMesh) -> Transformer:
-    """FSDP2 in place: each TransformerBlock is a unit (gathered just before it runs), then the root.
+    """FSDP2 in place over the mesh's data axis: each TransformerBlock is a unit, then the root.
 
-    Apply activation checkpointing before (it wraps the blocks' forward) and torch.compile after.
+    Apply tensor parallelism (llama_core.tensor_parallel, on the "tp" axis) and activation
+    checkpointing before (it wraps the blocks' forward), torch.compile after.
     """
     from torch.distributed.fsdp import fully_shard
 
+    if "tp" in (mesh.mesh_dim_names or ()):
+        mesh = mesh["dp"]
     for block in model.layers:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)

@@ -1,6 +1,8 @@
 """`python -m lab train --preset P --data shakespeare --tokens 2M --name RUN [--train.lr=3e-4 ...]`.
 
-The same command runs data-parallel under `torchrun --nproc_per_node=N -m lab train ...`.
+The same command runs data-parallel under `torchrun --nproc_per_node=N -m lab train ...`, and
+tensor-parallel (with sequence parallelism) across `--parallel.tp` of those ranks:
+`torchrun --nproc_per_node=4 -m lab train ... --parallel.dp=2 --parallel.tp=2 --train.fused_loss=false`.
 `--resume` continues a run with its recorded settings; what it may change is
 lab.experiment.RESUMABLE_TRAIN_FIELDS, and anything else given is refused with a message.
 """
@@ -16,7 +18,7 @@ from lab.experiment import RunSpec, apply_overrides, parse_count, parse_override
 from llama_core import distributed
 from llama_core.config import PRESETS
 
-ACCEPTS_OVERRIDES = True  # --train.FIELD=VALUE / --model.FIELD=VALUE
+ACCEPTS_OVERRIDES = True  # --train.FIELD=VALUE / --model.FIELD=VALUE / --parallel.FIELD=VALUE
 # None in the parser means "not given": a resume then keeps the recorded value
 DEFAULTS = {"preset": "lab-4m", "data": "shakespeare", "tokens": "2M", "vocab": 4096}
 
@@ -32,14 +34,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", default=None, help="an existing tokenizer.model instead of training one")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint "
-                        "(it may change the budget, evaluation, logging and checkpoint cadence, and the device)")
+                        "(it may change the budget, evaluation, logging and checkpoint cadence, the device and the "
+                        "--parallel layout)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--eval-suite", default=None, choices=suite_names(),
                         help="also score this benchmark suite at each validation step, into metrics.jsonl")
     parser.add_argument("--eval-limit", type=int, default=100, help="documents per benchmark for --eval-suite")
     add_threads(parser)
     parser.epilog = ("Any config field can be overridden: --train.lr=3e-4 --train.batch_size=8 "
-                     "--model.n_layers=2 (see llama_core/config.py).")
+                     "--model.n_layers=2, and the layout under torchrun: --parallel.tp=2 --parallel.dp=2 "
+                     "--parallel.sequence_parallel=false (see llama_core/config.py).")
 
 
 def run(args) -> int:
