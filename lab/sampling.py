@@ -9,6 +9,7 @@ import torch
 from llama_core.devices import resolve_device
 from llama_core.formats.lab import load_lab
 from llama_core.generate import Sampling, generate_text
+from llama_core.packing import pack
 from llama_core.run_folder import RunFolder
 
 
@@ -21,6 +22,7 @@ def samples(run_dir: Path, prompt: str, num: int = 1, max_new_tokens: int = 200,
             top_k: int | None = None, top_p: float | None = 0.95, seed: int = 0, device: str = "auto") -> list[str]:
     """`num` continuations of `prompt` (each with the prompt in front) by the run's latest checkpoint."""
     model, tokenizer = load_lab(run_dir, device=resolve_device(device))
+    pack(model)  # the decode-time layout: same function, faster generation
     ids = tokenizer.encode(prompt, bos=True)
     out = []
     for i in range(num):

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llama_core.model import Transformer
-from llama_core.packing import fuse_projections
+from llama_core.packing import fuse_projections, pack
 
 MODES = ("none", "int8", "int4")
 
@@ -198,6 +198,12 @@ def quantize(model: Transformer, mode: str, group_size: int | None = None) -> Tr
                 if type(child) is nn.Linear:
                     setattr(parent, name, _quantized(child.weight, mode, group_size))
     return model.eval().requires_grad_(False)
+
+
+def for_decoding(model: Transformer, quant: str = "none", group_size: int | None = None) -> Transformer:
+    """`model` made ready for fast generation, in place: the packed float layout for "none"
+    (llama_core.packing), the quantized linear layers for "int8" and "int4". Returns it."""
+    return pack(model) if quant == "none" else quantize(model, quant, group_size)
 
 
 def _quantized(weight: torch.Tensor, mode: str, group_size: int | None) -> nn.Module:

@@ -126,3 +126,13 @@ def test_the_decode_benchmark_reports_each_quantization(tmp_path, capsys):
     sizes = [r["weight_bytes_per_token"] for r in records]
     assert sizes[0] > 3 * sizes[1] and sizes[1] > sizes[2]
     assert [json.loads(line) for line in out.read_text().splitlines()] == records
+
+
+def test_for_decoding_packs_float_models_and_quantizes_on_request():
+    from llama_core.packing import is_packed
+    from llama_core.quantize import for_decoding
+
+    plain = random_norm_model(TINY_GQA)
+    packed = for_decoding(copy.deepcopy(plain))
+    assert is_packed(packed) and quantization_of(packed) == "none"
+    assert quantization_of(for_decoding(copy.deepcopy(plain), "int4")) == "int4"

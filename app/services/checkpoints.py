@@ -20,6 +20,7 @@ from lab.records import list_runs
 from llama_core.adapted import recorded_chat
 from llama_core.devices import resolve_device
 from llama_core.formats import LoadedModel, load_model, smollm2_path
+from llama_core.packing import pack
 from llama_core.run_folder import RunFolder
 
 BUNDLED = "SmolLM2-135M-Instruct (bundled, instruction-tuned)"
@@ -102,4 +103,6 @@ class ServedModel:
 @st.cache_resource(max_entries=3, show_spinner=False)
 def serve(spec: str) -> ServedModel:
     """Load a checkpoint once per process (the app runs on the CPU or the detected accelerator)."""
-    return ServedModel(load_model(spec, device=resolve_device("auto")), threading.Lock())
+    loaded = load_model(spec, device=resolve_device("auto"))
+    pack(loaded.model)  # the decode-time layout: same function, faster generation
+    return ServedModel(loaded, threading.Lock())
