@@ -75,3 +75,81 @@ def format_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{int(n / scale * 10) / 10:.1f}{unit}"
     return str(int(n))
+
+
+# ------------------------------------------------------------------ memory per GPU under a layout
+
+# Bytes per parameter held for training in mixed precision: fp32 weights, fp32 gradients, and
+# Adam's two fp32 moments (Rajbhandari et al., 2020, ZeRO, section 3: 4 + 4 + 8 of the 16).
+WEIGHT_BYTES, GRAD_BYTES, ADAM_BYTES = 4, 4, 8
+ACTIVATION_BYTES = 2  # bf16 activations
+
+
+def activation_elements_per_layer(cfg: ModelConfig, seq_len: int, batch: int, tp: int = 1,
+                                  sequence_parallel: bool = False, policy: str = "none") -> float:
+    """Activation values one block keeps for its backward, per rank (Korthikanti et al., 2022, Table 2,
+    counted for LLaMA's block: RMSNorm, RoPE, SwiGLU, no dropout, a flash kernel that keeps no s x s scores).
+
+    `policy` is the lab's activation checkpointing: "none" keeps the norms' and linear layers' inputs
+    (4 dim-wide tensors), q/k/v and the attention output, and SwiGLU's four hidden-wide tensors;
+    "selective" (the paper's section 2.4) keeps the block input and the outputs of the linear layers
+    and of attention; "full" the block input only. Tensor parallelism splits what lies between a
+    column-wise and a row-wise product by `tp`; sequence parallelism splits the dim-wide residual
+    tensors too, except the all-gathered inputs of the column-wise products, which autograd keeps whole.
+    """
+    h, f, sb = cfg.dim, cfg.hidden_dim, seq_len * batch
+    qkv = h + 2 * h * cfg.n_kv_heads // cfg.n_heads
+    split = tp
+    stream = tp if sequence_parallel else 1  # the residual stream's share per rank
+    if policy == "none":
+        return sb * (2 * h / stream + 2 * h + (qkv + h + 4 * f) / split)
+    if policy == "selective":
+        # block input, wo and w2 outputs on the stream; wq/wk/wv, attention and w1/w3 outputs split
+        return sb * (3 * h / stream + (qkv + h + 2 * f) / split)
+    if policy == "full":
+        return sb * h / stream
+    raise ValueError(f"unknown policy {policy!r}; choose none, selective or full")
+
+
+def training_memory_per_gpu(cfg: ModelConfig, seq_len: int, batch: int, dp: int = 1, tp: int = 1,
+                            sequence_parallel: bool = False, policy: str = "none") -> dict:
+    """Bytes per GPU of weights, gradients, Adam state (FSDP shards them over dp, TP over tp), the bf16
+    blocks FSDP gathers (the running one and the prefetched next) and the activations of `batch`
+    sequences of `seq_len` (every layer's, plus the embedding output)."""
+    shards = dp * tp
+    params = param_count(cfg)
+    layers = cfg.n_layers * activation_elements_per_layer(cfg, seq_len, batch, tp, sequence_parallel, policy)
+    activations = (layers + seq_len * batch * cfg.dim / (tp if sequence_parallel else 1)) * ACTIVATION_BYTES
+    out = {"weights": params * WEIGHT_BYTES / shards, "gradients": params * GRAD_BYTES / shards,
+           "adam": params * ADAM_BYTES / shards, "gathered": 2 * layer_params(cfg) * ACTIVATION_BYTES / tp,
+           "activations": activations}
+    return {**out, "total": sum(out.values())}
+
+
+def fsdp_bytes_per_rank(cfg: ModelConfig, dp: int, tp: int = 1, bytes_per_value: int = 4) -> float:
+    """Bytes one rank sends per optimizer step for FSDP2 over `dp` ranks (ring collectives).
+
+    Each block's 1/tp of the weights is all-gathered in the forward and again in the backward, and
+    its gradient reduce-scattered; the root (embeddings, final norm, output) is gathered only once,
+    as FSDP2 keeps it unsharded between forward and backward. A ring sends (n-1)/n of the tensor.
+    """
+    blocks = cfg.n_layers * layer_params(cfg)
+    root = param_count(cfg) - blocks
+    return (dp - 1) / dp * bytes_per_value / tp * (3 * blocks + 2 * root)
+
+
+def tp_bytes_per_rank(cfg: ModelConfig, seq_len: int, batch: int, tp: int, sequence_parallel: bool = True,
+                      bytes_per_value: int = 4) -> float:
+    """Bytes one rank sends per micro-batch of `batch` sequences for tensor parallelism over `tp` ranks.
+
+    Per block, forward and backward each move four (batch, seq, dim) activations: with sequence
+    parallelism two all-gathers and two reduce-scatters, without it two all-reduces (twice the bytes
+    of each): the same total (Korthikanti et al., 2022, section 4.2.2). Around the blocks, the
+    embedding's and the output head's input move four more, the gathered logits one (batch, seq,
+    vocab), and under sequence parallelism each norm gain's gradient is all-reduced.
+    """
+    share = (tp - 1) / tp
+    activation = batch * seq_len * cfg.dim
+    per_step = (8 * cfg.n_layers + 4) * activation + batch * seq_len * cfg.vocab_size
+    norms = 2 * (2 * cfg.n_layers + 1) * cfg.dim if sequence_parallel else 0
+    return share * bytes_per_value * (per_step + norms)

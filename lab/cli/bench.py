@@ -9,6 +9,7 @@ KINDS = {  # kind -> (module, help)
     "decode": ("lab.benchmarks.decode", "decoding tokens/s and MBU (--vs hf to compare)"),
     "checkpointing": ("lab.benchmarks.checkpointing", "memory and speed of each activation-checkpointing policy"),
     "eval": ("lab.benchmarks.eval", "evaluation items/s of the batched scorer (--vs hf: per-request transformers)"),
+    "parallel": ("lab.benchmarks.parallel", "tokens/s, peak memory and bytes sent per rank of each dp x tp layout"),
     "quality": ("lab.benchmarks.quality", "the demo's budget choice trained, held-out bits/byte and wall time"),
 }
 
