@@ -129,13 +129,16 @@ def training_memory_per_gpu(cfg: ModelConfig, seq_len: int, batch: int, dp: int 
 def fsdp_bytes_per_rank(cfg: ModelConfig, dp: int, tp: int = 1, bytes_per_value: int = 4) -> float:
     """Bytes one rank sends per optimizer step for FSDP2 over `dp` ranks (ring collectives).
 
-    Each block's 1/tp of the weights is all-gathered in the forward and again in the backward, and
-    its gradient reduce-scattered; the root (embeddings, final norm, output) is gathered only once,
-    as FSDP2 keeps it unsharded between forward and backward. A ring sends (n-1)/n of the tensor.
+    Each block's weights (1/tp of its matrices, its norm gains whole) are all-gathered in the forward
+    and again in the backward, and their gradients reduce-scattered; the root (embeddings, final
+    norm, output) is gathered only once, as FSDP2 keeps it unsharded between forward and backward.
+    A ring sends (n-1)/n of the tensor.
     """
-    blocks = cfg.n_layers * layer_params(cfg)
-    root = param_count(cfg) - blocks
-    return (dp - 1) / dp * bytes_per_value / tp * (3 * blocks + 2 * root)
+    block_norms = cfg.n_layers * 2 * cfg.dim
+    blocks = cfg.n_layers * layer_params(cfg) - block_norms
+    root = param_count(cfg) - blocks - block_norms - cfg.dim
+    per_rank = 3 * (blocks / tp + block_norms) + 2 * (root / tp + cfg.dim)
+    return (dp - 1) / dp * bytes_per_value * per_rank
 
 
 def tp_bytes_per_rank(cfg: ModelConfig, seq_len: int, batch: int, tp: int, sequence_parallel: bool = True,

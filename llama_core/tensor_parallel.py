@@ -88,7 +88,6 @@ def parallelize(model: Transformer, tp_mesh: DeviceMesh, parallel: ParallelConfi
     for norm in model.modules():
         if isinstance(norm, RMSNorm) and not sp:
             _replicate(norm, tp_mesh)
-    model.tensor_parallel = tp  # read by local_heads and the benchmarks
     return model
 
 
@@ -138,14 +137,4 @@ def _replicate(norm: RMSNorm, mesh: DeviceMesh) -> None:
 
     distribute_module(norm, mesh, partition, input_fn=to_dtensor,
                       output_fn=lambda module, out, mesh: out.to_local())
-
-
-def local_heads(model: Transformer) -> tuple[int, int]:
-    """(query heads, key/value heads) each rank computes in its attention modules."""
-    attention = model.layers[0].attention
-    return attention.n_heads, attention.n_kv_heads
-
-
-def tp_degree(model: torch.nn.Module) -> int:
-    return getattr(model, "tensor_parallel", 1)
 

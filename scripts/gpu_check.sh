@@ -4,6 +4,10 @@
 #      step with each activation-checkpointing policy runs and its loss is finite, ...
 #   2. the training MFU of a ~1B-parameter LLaMA (dim 2048, 18 layers, 16 heads: 1.06B) in bf16
 #      autocast, for each checkpointing policy, then torch.compile'd with no checkpointing.
+#   With two or more GPUs, stage 1 includes tensor parallelism over NCCL (tp=2 follows one GPU's loss
+#   curve, tests/test_tensor_parallel.py) and a last stage prints `lab bench parallel` over NCCL:
+#   tokens/s, MFU, peak memory and bytes sent per rank (beside the formula) for dp, tp and 2-D
+#   layouts of a lab-110m-shaped model; with one GPU it says why both are skipped.
 # Figures are appended to runs/bench/checkpointing.jsonl (the app's throughput page reads it).
 # Without a CUDA GPU it says so and exits 0: there is nothing to check.
 # Usage: scripts/gpu_check.sh        (PYTHON=/path/to/python to pick the interpreter)
@@ -21,6 +25,10 @@ fi
 '| CUDA', torch.version.cuda)"
 
 status=0
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -lt 2 ]; then
+    echo "gpu_check: $gpus CUDA GPU: tensor parallelism over NCCL needs two, its test skips (gloo covers it on CPU)"
+fi
 # each stage has its own limit, so the whole check ends within 5 minutes even if one hangs
 echo "== 1/3 CUDA-marked tests"
 timeout 100 "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider tests || { echo "gpu_check: CUDA tests FAILED"; status=1; }
@@ -50,4 +58,20 @@ if rows:
     print(f"best training MFU {best:.1%} (target: at least 50% on an H100; the paper's 65B run: ~48% of an A100)")
 EOF
 rm -f "$results"
+
+if [ "$gpus" -ge 2 ]; then
+    echo "== parallel layouts over NCCL ($gpus GPUs): lab bench parallel, fp32"
+    timeout 120 "$PYTHON" -m lab bench parallel --procs "$gpus" --preset lab-110m --batch 8 --seq 1024 --steps 4 \
+        --device cuda | "$PYTHON" -c "
+import json, sys
+for line in sys.stdin:
+    if line.startswith('{'):
+        r = json.loads(line)
+        print(f\"{r['layout']:<4} dp={r['dp']} tp={r['tp']} {r['tokens_per_s']:>9.0f} tok/s MFU {r['mfu']:6.1%} \"
+              f\"peak {r['peak_memory_bytes_rank0'] / 2**30:5.2f} GiB sent {r['sent_bytes_per_rank_step'] / 2**20:8.1f} MiB \"
+              f\"(formula {r['formula_bytes_per_rank_step'] / 2**20:8.1f})\")
+" || { echo "gpu_check: parallel benchmark FAILED or timed out"; status=1; }
+else
+    echo "gpu_check: parallel layouts skipped: $gpus CUDA GPU (tensor parallelism needs two)"
+fi
 exit $status

@@ -18,7 +18,7 @@ import pytest
 import torch
 from test_distributed import RTOL, _assert_same_curve, _torchrun
 
-from lab.experiment import RunSpec, run_training
+from lab.experiment import RunSpec, apply_overrides, parse_overrides, run_training
 from lab.records import read_metrics
 from llama_core import run_folder
 from llama_core.config import ModelConfig, ParallelConfig, TrainConfig
@@ -29,13 +29,16 @@ MODEL = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len":
 STEPS, BATCH, SEQ, EVERY = 6, 4, 32, 3
 
 
+# the run's settings, spelled once: the one-process reference reads them as the command line does
+OVERRIDES = [*[f"--model.{k}={v}" for k, v in MODEL.items()], f"--train.tokens={STEPS * BATCH * SEQ}",
+             f"--train.batch_size={BATCH}", f"--train.seq_len={SEQ}", "--train.log_every=1",
+             f"--train.eval_every={EVERY}", "--train.eval_batches=1", f"--train.checkpoint_every={EVERY}",
+             "--train.lr=3e-3", "--train.fused_loss=false"]
+
+
 def _train_args(hamlet, runs_dir, name):
-    return ["train", "--preset", "lab-1m", "--data", hamlet, "--vocab", "512", "--tokens", str(STEPS * BATCH * SEQ),
-            "--name", name, "--runs-dir", str(runs_dir), "--quiet",
-            *[f"--model.{k}={v}" for k, v in MODEL.items()], f"--train.batch_size={BATCH}",
-            f"--train.seq_len={SEQ}", "--train.log_every=1", f"--train.eval_every={EVERY}",
-            "--train.eval_batches=1", f"--train.checkpoint_every={EVERY}", "--train.lr=3e-3",
-            "--train.fused_loss=false"]
+    return ["train", "--preset", "lab-1m", "--data", hamlet, "--vocab", "512", "--name", name,
+            "--runs-dir", str(runs_dir), "--quiet", *OVERRIDES]
 
 
 def _resume_from_middle(runs, src, name, nproc, *extra):
@@ -57,10 +60,8 @@ def runs(tmp_path_factory):
     """runs/single (one process) and runs/dp2tp2 (4 ranks): the same training."""
     root = tmp_path_factory.mktemp("tp")
     hamlet = str(next(f for f in shakespeare_files() if "hamlet" in f.name))
-    spec = RunSpec(name="single", preset="lab-1m", data=hamlet, vocab_size=512, model_overrides=MODEL,
-                   train=TrainConfig(tokens=STEPS * BATCH * SEQ, batch_size=BATCH, seq_len=SEQ, log_every=1,
-                                     eval_every=EVERY, eval_batches=1, checkpoint_every=EVERY, lr=3e-3,
-                                     fused_loss=False))
+    spec = apply_overrides(RunSpec(name="single", preset="lab-1m", data=hamlet, vocab_size=512),
+                           parse_overrides(OVERRIDES))
     run_training(spec, root / "runs", progress=False, cache_dir=root / "cache")  # also caches the tokenizer
     env = {**os.environ, "LLAMA_LAB_CACHE": str(root / "cache")}
     _torchrun(4, _train_args(hamlet, root / "runs", "dp2tp2") + ["--parallel.dp=2", "--parallel.tp=2"], env)

@@ -134,6 +134,10 @@ def run(args) -> int:
         cfg = _config(args.preset, args.model_overrides)
         device = distributed.local_device(resolve_device(args.device))
         for layout in layouts:
+            if layout == "2d" and (world < 4 or world % 2):
+                if distributed.is_main():
+                    print(f"2d skipped: {world} ranks make no dp x 2 layout other than tp (needs an even 4 or more)")
+                continue
             dp, tp = {"dp": (world, 1), "tp": (1, world), "2d": (world // 2, 2)}[layout]
             parallel = ParallelConfig(dp=dp, tp=tp)
             parallel.check(cfg, world)
