@@ -17,6 +17,7 @@ import random
 import re
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from llama_core.atomic import atomic_write_text
@@ -43,14 +44,15 @@ def play_title(path: Path) -> str:
     return " ".join(w.upper() if set(w) <= set("ivx") else w.capitalize() for w in words)
 
 
-def speeches(path: Path) -> list[Speech]:
+@lru_cache(maxsize=64)
+def speeches(path: Path) -> tuple[Speech, ...]:
     """Every speech of a play: a speaker line ('Hor.') then its lines up to a blank line."""
     out, title = [], play_title(path)
     for block in re.split(r"\n\s*\n", path.read_text(encoding="utf-8", errors="replace")):
         lines = [line.strip() for line in block.strip().splitlines() if line.strip()]
         if len(lines) >= 2 and (m := SPEAKER.match(lines[0])):
             out.append(Speech(title, m.group(1), tuple(lines[1:])))
-    return out
+    return tuple(out)
 
 
 def held_out(speech: Speech, index: int) -> bool:
@@ -97,30 +99,36 @@ def build_questions(per_play: int = 60, seed: int = 0) -> tuple[list[Question], 
         unseen = path.name.removesuffix("_gut.txt") in HELD_OUT_WORKS
         kept = {(kind, split): 0 for kind in ("who", "which", "continue") for split in (False, True)}
 
-        def add(question: Question, validation: bool, kept=kept) -> None:
-            if kept[question.kind, validation] < (max(1, per_play // 4) if validation else per_play):
-                kept[question.kind, validation] += 1
-                (val if validation else train).append(question)
+        def room(kind: str, validation: bool, kept=kept) -> bool:
+            """Whether another question of `kind` fits this play's share (counted when it does)."""
+            if kept[kind, validation] >= (max(1, per_play // 4) if validation else per_play):
+                return False
+            kept[kind, validation] += 1
+            return True
 
         for i, speech in enumerate(all_speeches):
             if speech.speaker not in cast:
                 continue
             validation = unseen or held_out(speech, i)
+            bucket = val if validation else train
             first = speech.lines[0]
-            if len(speech.lines) >= 2 and MIN_CHARS <= len(first) <= MAX_CHARS and len(speech.lines[1]) <= MAX_CHARS:
-                add(Question("continue", f"Continue this speech:\n{first}", speech.lines[1]), validation)
+            if len(speech.lines) >= 2 and MIN_CHARS <= len(first) <= MAX_CHARS and len(speech.lines[1]) <= MAX_CHARS \
+                    and room("continue", validation):
+                bucket.append(Question("continue", f"Continue this speech:\n{first}", speech.lines[1]))
             line = _line(speech)
             if unseen or line is None:
                 continue
-            add(Question("who", f"Who speaks this line in {title}?\n{line}", speech.speaker,
-                         _choices(speech.speaker, cast, rng)), validation)
-            add(Question("which", f"Which play is this line from?\n{line}", title, _choices(title, titles, rng)),
-                validation)
+            if room("who", validation):
+                bucket.append(Question("who", f"Who speaks this line in {title}?\n{line}", speech.speaker,
+                                       _choices(speech.speaker, cast, rng)))
+            if room("which", validation):
+                bucket.append(Question("which", f"Which play is this line from?\n{line}", title,
+                                       _choices(title, titles, rng)))
     rng.shuffle(train)
     return train, val
 
 
-def _counts(all_speeches: list[Speech]) -> dict[str, int]:
+def _counts(all_speeches: tuple[Speech, ...]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for s in all_speeches:
         counts[s.speaker] = counts.get(s.speaker, 0) + 1

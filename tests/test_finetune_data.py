@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,16 @@ def test_an_unknown_template_has_no_training_layout(sp_tokenizer):
 
     with pytest.raises(ValueError, match="no training layout"):
         segments(Other(), CONVERSATION, sp_tokenizer)
+
+
+def test_shakespeare_instructions_hold_out_speeches_and_works(tmp_path):
+    from lab.instructions import HELD_OUT_WORKS, build_questions, play_title, write
+
+    train, val = build_questions(per_play=2)
+    assert {q.kind for q in train} == {q.kind for q in val} == {"who", "which", "continue"}
+    assert not {q.prompt for q in train} & {q.prompt for q in val}  # no validation question is trained on
+    unseen = {play_title(Path(f"{w}_gut.txt")) for w in HELD_OUT_WORKS}
+    assert not any(t in q.prompt or q.answer in unseen for q in train for t in unseen)
+    assert all(q.answer in q.choices for q in train + val if q.kind != "continue")
+    paths = write(tmp_path, per_play=2)
+    assert [len(read_examples(p).conversations) for p in paths] == [len(train), len(val)]
