@@ -227,9 +227,10 @@ class ParallelConfig(_Serialisable):
     def data_parallel(self, world_size: int) -> int:
         """The data-parallel degree in a world of `world_size` ranks; refuses dp x tp != world size."""
         dp = self.dp if self.dp is not None else world_size // self.tp
+        wrong = (f"dp x tp = {self.dp} x {self.tp} must equal" if self.dp is not None else
+                 f"tp={self.tp} must divide (dp is then the quotient)")
         _require_parallel(dp * self.tp == world_size, "dp",
-                          f"dp x tp = {self.dp if self.dp is not None else '?'} x {self.tp} must equal the "
-                          f"world size {world_size} (torchrun's --nnodes x --nproc_per_node); "
+                          f"{wrong} the world size {world_size} (torchrun's --nnodes x --nproc_per_node); "
                           "change --parallel.dp/--parallel.tp or the number of processes")
         return dp
 

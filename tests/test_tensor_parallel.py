@@ -120,7 +120,7 @@ def test_layouts_the_model_cannot_take_are_refused_with_what_to_change():
 def test_a_refused_layout_writes_nothing(tmp_path):
     spec = RunSpec(name="bad", preset="lab-1m", parallel=ParallelConfig(tp=2),
                    train=TrainConfig(tokens=8192, batch_size=2, seq_len=64, fused_loss=False))
-    with pytest.raises(ValueError, match="must equal the world size 1"):
+    with pytest.raises(ValueError, match=r"tp=2 must divide \(dp is then the quotient\) the world size 1"):
         run_training(spec, tmp_path / "runs", progress=False, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
 
