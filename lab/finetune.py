@@ -141,6 +141,9 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
             raise ValueError(f"cannot resume {spec.name}: its base or data differ from the recorded ones")
         cfg = TrainConfig.from_dict({**recorded["train"], **{k: v for k, v in cfg.to_dict().items()
                                                            if k in ("device", "dtype", "eval_every", "log_every")}})
+    if spec.lora and cfg.activation_checkpointing != "none":
+        raise ValueError("--train.activation_checkpointing applies to full finetuning only; a LoRA finetune keeps "
+                         "the base frozen and stores few activations for it: leave the option out")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     model = base.model.float().to(device).train()

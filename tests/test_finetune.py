@@ -160,6 +160,9 @@ def test_tiny_finetune_lowers_held_out_assistant_loss_and_resumes_exactly(tmp_pa
 def test_bad_requests_are_refused(tmp_path, base_run, data):
     with pytest.raises(ValueError, match="'w9' names no linear layer"):
         run_finetune(spec(data, base_run, "bad", lora=LoRAConfig(targets=("wq", "w9"))), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="full finetuning only"):
+        run_finetune(spec(data, base_run, "bad", lora=LoRAConfig(),
+                          train_overrides=(("activation_checkpointing", "selective"),)), tmp_path, progress=False)
     with pytest.raises(ValueError, match="need --lora-rank"):
         lora_spec(None, 8.0, None)
     with pytest.raises(ValueError, match="unknown chat template 'chatmlx'"):
