@@ -93,7 +93,8 @@ def activation_elements_per_layer(cfg: ModelConfig, seq_len: int, batch: int, tp
     `policy` is the lab's activation checkpointing: "none" keeps the norms' and linear layers' inputs
     (4 dim-wide tensors), q/k/v and the attention output, and SwiGLU's four hidden-wide tensors;
     "selective" (the paper's section 2.4) keeps the block input and the outputs of the linear layers
-    and of attention; "full" the block input only. Tensor parallelism splits what lies between a
+    and of attention; "full" the block input only (the one block recomputed at a time in the
+    backward holds its own activations for a moment; not counted here). Tensor parallelism splits what lies between a
     column-wise and a row-wise product by `tp`; sequence parallelism splits the dim-wide residual
     tensors too, except the all-gathered inputs of the column-wise products, which autograd keeps whole.
     """

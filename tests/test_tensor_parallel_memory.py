@@ -54,3 +54,14 @@ def test_bytes_each_rank_sends_are_the_formula(tmp_path):
     for row in rows.values():
         assert 0 <= row["sent_bytes_per_rank_step"] - row["formula_bytes_per_rank_step"] <= 256
         assert row["tokens_per_s"] > 0 and row["peak_memory_bytes_rank0"] > 0
+
+
+def test_the_budget_table_prints_each_layout_from_the_pure_functions(capsys):
+    from lab.__main__ import main
+
+    assert main(["bench", "parallel", "--budget", "llama-65b"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dp=")]
+    assert len(rows) == 9
+    expected = training_memory_per_gpu(PRESETS["llama-65b"], 2048, 1, dp=256, tp=8, sequence_parallel=True,
+                                       policy="selective")["total"] / 2**30
+    assert float(next(r for r in rows if "+SP" in r and "selective" in r)[-1]) == pytest.approx(expected, abs=0.01)

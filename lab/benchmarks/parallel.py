@@ -9,6 +9,9 @@ twice (n-1)/n of the tensor) and printed beside llama_core.flops' formula for th
 memory is CUDA's high-water mark, or on the CPU the tracked tensors of checkpointing's TensorMemory
 (this rank's shards of parameters and optimizer state plus the peak a step allocates).
 One JSON line per layout on rank 0's stdout, appended to runs/bench/parallel.jsonl.
+
+`--budget PRESET` prints instead the memory per GPU of the paper's setting (2,048 GPUs, sequence
+2048, one sequence per GPU) under each layout, from llama_core.flops' pure functions: no run.
 """
 
 from __future__ import annotations
@@ -24,9 +27,16 @@ from torch.utils._pytree import tree_leaves
 
 from lab.benchmarks.checkpointing import TensorMemory, _config
 from llama_core import distributed
-from llama_core.config import ParallelConfig
+from llama_core.config import ParallelConfig, get_preset
 from llama_core.devices import device_name, machine_record, peak_flops, resolve_device, synchronize
-from llama_core.flops import fsdp_bytes_per_rank, mfu, param_count, tp_bytes_per_rank, train_flops_per_token
+from llama_core.flops import (
+    fsdp_bytes_per_rank,
+    mfu,
+    param_count,
+    tp_bytes_per_rank,
+    train_flops_per_token,
+    training_memory_per_gpu,
+)
 from llama_core.model import Transformer
 from llama_core.run_folder import append_jsonl, bench_path, bench_record
 
@@ -117,9 +127,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--procs", type=int, default=2, help="processes to start when not under torchrun")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSONL file the lines are appended to")
+    parser.add_argument("--budget", metavar="PRESET", default=None,
+                        help="print the memory per GPU of PRESET (e.g. llama-65b) at the paper's scale instead")
+
+
+# the paper's run: 2,048 GPUs, 4M tokens a step = one 2,048-token sequence per GPU (section 2.4)
+BUDGET_GPUS, BUDGET_SEQ = 2048, 2048
+BUDGET_LAYOUTS = ((2048, 1, False), (256, 8, False), (256, 8, True))
+
+
+def print_budget(preset: str) -> None:
+    cfg = get_preset(preset)
+    print(f"{preset}: GiB per GPU, {BUDGET_GPUS} GPUs, one sequence of {BUDGET_SEQ} each (llama_core.flops)")
+    print(f"{'layout':<20} {'checkpointing':<13} {'states':>7} {'gathered':>9} {'activations':>12} {'total':>7}")
+    for dp, tp, sp in BUDGET_LAYOUTS:
+        for policy in ("none", "selective", "full"):
+            m = {k: v / 2**30 for k, v in training_memory_per_gpu(cfg, BUDGET_SEQ, 1, dp, tp, sp, policy).items()}
+            layout = f"dp={dp} tp={tp}" + (" +SP" if sp else "")
+            print(f"{layout:<20} {policy:<13} {m['weights'] + m['gradients'] + m['adam']:>7.2f} "
+                  f"{m['gathered']:>9.2f} {m['activations']:>12.2f} {m['total']:>7.2f}")
 
 
 def run(args) -> int:
+    if args.budget:
+        print_budget(args.budget)
+        return 0
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     if not layouts or any(x not in LAYOUTS for x in layouts):
         raise ValueError(f"--layouts {args.layouts!r}: choose from {', '.join(LAYOUTS)}")
