@@ -47,6 +47,11 @@ SMALL = {
                       "curve_tokens": 2048, "curve_model": {"dim": 64, "n_layers": 2, "n_heads": 4},
                       "curve_train": {"checkpoint_every": 4, "batch_size": 8, "seq_len": 32, "log_every": 4,
                                       "eval_batches": 2}, "curve_tasks": ["piqa"], "curve_limit": 3, "threads": 1},
+    "06_instruction_finetuning": {"base_data": _SMALL_SWEEP["data"], "base_vocab": 512, "base_tokens": 1280,
+                                  "base_model": {"dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128},
+                                  "base_train": {**_SMALL_SWEEP["train"], "batch_size": 8, "checkpoint_every": 5},
+                                  "per_play": 2, "epochs": 0.2, "batch_size": 8, "lora_rank": 2, "compare": 8,
+                                  "threads": 1},
 }
 
 
