@@ -65,10 +65,10 @@ class KVCache(nn.Module):
 
     def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
         """Write k, v (B, Hkv, T, D) at start_pos; return every key and value up to the last one."""
-        end = start_pos + k.shape[2]
-        self.k[:, :, start_pos:end] = k
-        self.v[:, :, start_pos:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        T = k.shape[2]
+        self.k.narrow(2, start_pos, T).copy_(k)
+        self.v.narrow(2, start_pos, T).copy_(v)
+        return self.k.narrow(2, 0, start_pos + T), self.v.narrow(2, 0, start_pos + T)
 
 
 class Attention(nn.Module):
@@ -206,5 +206,9 @@ class Transformer(nn.Module):
 
     @property
     def num_params(self) -> int:
-        """Unique parameters (a tied output matrix counts once)."""
-        return sum(p.numel() for p in self.parameters())
+        """Unique parameters (a tied output matrix counts once, also once packing gave it its own copy)."""
+        n = sum(p.numel() for p in self.parameters())
+        head = list(self.output.parameters())
+        if self.config.tie_embeddings and not any(p is self.tok_embeddings.weight for p in head):
+            n -= sum(p.numel() for p in head)
+        return n

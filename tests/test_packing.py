@@ -43,12 +43,16 @@ def test_packing_fuses_the_products_and_folds_the_gains():
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def test_a_head_tied_to_the_embedding_keeps_its_norm_gain():
+def test_a_head_tied_to_the_embedding_gets_its_own_copy_only_when_transposed():
     plain = random_norm_model(TINY_TIED_THETA)
     gain = plain.norm.weight.clone()
-    packed = _packed(plain, transpose=True)
-    assert packed.output.weight is packed.tok_embeddings.weight  # still one matrix
-    assert torch.equal(packed.norm.weight, gain)
+    kept = _packed(plain, transpose=False)
+    assert kept.output.weight is kept.tok_embeddings.weight  # still one matrix, the gain still the norm's
+    assert torch.equal(kept.norm.weight, gain)
+    copied = _packed(plain, transpose=True)
+    assert isinstance(copied.output, TransposedLinear) and copied.norm.weight is None
+    assert torch.equal(copied.tok_embeddings.weight, plain.tok_embeddings.weight)  # the embedding untouched
+    assert copied.num_params == plain.num_params - (2 * len(plain.layers) + 1) * TINY_TIED_THETA.dim  # gains folded
 
 
 def test_packed_generation_equals_plain_generation_in_logits_and_is_deterministic():
