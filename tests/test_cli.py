@@ -99,7 +99,7 @@ def _replies(stdout: str) -> list[str]:
 def test_chat_with_smollm2_and_reset_really_clears_the_history():
     question = "What is my name?"
     script = [question, "My name is Zanzibar.", question, "/reset", question, "/quit"]
-    done = lab("chat", "--temperature", 0, "--max-new-tokens", 24, input="\n".join(script) + "\n")
+    done = lab("chat", "--temperature", 0, "--max-new-tokens", 12, input="\n".join(script) + "\n")
     fresh, _, remembered, after_reset = _replies(done.stdout)
     print(f"\nfresh: {fresh!r}\nwith the history: {remembered!r}\nafter /reset: {after_reset!r}")
     assert remembered != fresh  # the history changes the greedy reply, so the test can see it go
