@@ -113,9 +113,20 @@ def _sdpa(q, k, v, q_start, key_mask):
     if key_mask is None and T == S:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     if key_mask is None and T == 1:  # one new token sees every cached key: no mask at all
-        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        return _one_query(q, k, v)
     mask = causal_mask(T, S, q_start, q.device, key_mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
+def _one_query(q, k, v):
+    """Attention of a single query per head (decoding) as two small products, each key/value head
+    serving its group of query heads without repeating it: cheaper than a fused kernel's setup for
+    one row (measured on CPU, where that kernel also starts a thread team per call)."""
+    B, H, _, D = q.shape
+    Hkv = k.shape[1]
+    scores = (q.view(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2)) * (1.0 / math.sqrt(D))  # (B, Hkv, G, S)
+    probs = scores.float().softmax(-1).to(v.dtype)
+    return (probs @ v).view(B, H, 1, D)
 
 
 def _eager(q, k, v, q_start, key_mask):
