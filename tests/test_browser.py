@@ -31,15 +31,9 @@ def server(tiny_runs_dir):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
-        yield b
-        b.close()
+def browser(chromium):
+    """The session's one Chromium (conftest): a second sync Playwright in one process is refused."""
+    return chromium
 
 
 def _open(browser, url):
