@@ -24,6 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from lab.cli.options import add_model_shape
 from llama_core.activation_checkpointing import POLICIES, apply_activation_checkpointing
 from llama_core.config import ModelConfig, get_preset
 from llama_core.devices import device_name, machine_record, peak_flops, resolve_device, resolve_dtype, synchronize
@@ -71,9 +72,7 @@ class TensorMemory(TorchDispatchMode):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", default="lab-110m", help="model shape (see `python -m lab presets`)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="model_overrides",
-                        help="override preset fields, e.g. --set dim=2048 n_layers=16 n_heads=16")
+    add_model_shape(parser, "lab-110m")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step")
     parser.add_argument("--seq", type=int, default=1024, help="tokens per sequence")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per policy (after one warm-up)")

@@ -26,6 +26,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from lab.benchmarks.checkpointing import TensorMemory, _config
+from lab.cli.options import add_model_shape
 from llama_core import distributed
 from llama_core.config import ParallelConfig, get_preset
 from llama_core.devices import device_name, machine_record, peak_flops, resolve_device, synchronize
@@ -117,9 +118,7 @@ def _group(args) -> int:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--preset", default="lab-4m", help="model shape (see `python -m lab presets`)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="model_overrides",
-                        help="override preset fields, e.g. --set dim=2048 n_layers=16 n_heads=16")
+    add_model_shape(parser, "lab-4m")
     parser.add_argument("--batch", type=int, default=8, help="global sequences per step")
     parser.add_argument("--seq", type=int, default=256, help="tokens per sequence")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per layout (after one warm-up)")

@@ -15,3 +15,10 @@ def apply_threads(args) -> None:
         import torch  # here, so that commands without --threads start without torch
 
         torch.set_num_threads(args.threads)
+
+
+def add_model_shape(parser, default_preset: str) -> None:
+    """--preset and --set FIELD=VALUE: the model shape a benchmark measures."""
+    parser.add_argument("--preset", default=default_preset, help="model shape (see `python -m lab presets`)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="model_overrides",
+                        help="override preset fields, e.g. --set dim=2048 n_layers=16 n_heads=16")
