@@ -117,8 +117,19 @@ def test_demo_trains_once_resumes_when_interrupted_and_prints_samples(tmp_path):
             "--tokens", steps * recipe["batch_size"] * recipe["seq_len"]]
     run = RunFolder(tmp_path / "runs" / DEMO_NAME)
 
-    # Ctrl-C after step 8, as a user stops `make run`: it saves a checkpoint there and exits
+    # SIGKILL (a closed terminal, a power cut) after step 2, before the first checkpoint: a record, nothing to resume
     marker = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", *map(str, args)], env=held_env(
+        env, "step-done", 2, marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_held(proc, marker, timeout=600)
+    finally:
+        proc.kill()
+        proc.wait()
+    marker.unlink()
+    assert run.is_run() and run.latest_valid_checkpoint() is None
+
+    # Ctrl-C after step 8, as a user stops `make run`: it saves a checkpoint there and exits
     proc = subprocess.Popen([sys.executable, "-m", "lab", *map(str, args)], env=held_env(
         env, "step-done", stop_at, marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -129,7 +140,7 @@ def test_demo_trains_once_resumes_when_interrupted_and_prints_samples(tmp_path):
         proc.kill()
         proc.wait()
     assert proc.returncode == 130, err[-3000:]
-    assert "Training the demo model: sweep-d64" in out and run.read_config()["status"] == "interrupted"
+    assert "training it again from the start" in out and run.read_config()["status"] == "interrupted"
     assert read_state(run.latest_valid_checkpoint())["step"] == stop_at
 
     resumed = lab(*args, env=env).stdout

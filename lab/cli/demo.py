@@ -8,6 +8,7 @@ interrupted one is resumed with its recorded choice.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from lab import demo_budget
@@ -49,10 +50,16 @@ def run(args) -> int:
         print(f"\n{run_dir} is already trained (delete it to train again).")
         heldout = (read_config(run_dir).get("heldout") or {}).get("heldout_bpb")
     else:
-        resume = RunFolder(run_dir).is_run()
+        folder = RunFolder(run_dir)
+        resume = folder.is_run() and folder.latest_valid_checkpoint() is not None
         if resume:
             spec = spec_from_record(run_dir)
             print(f"\nResuming the demo model: {spec.name}, {spec.train.tokens:,} tokens...")
+        elif folder.is_run():  # stopped before its first checkpoint: nothing to resume, so start over
+            spec = spec_from_record(run_dir)
+            shutil.rmtree(run_dir)
+            print(f"\n{run_dir} stopped before its first checkpoint; training it again from the start: "
+                  f"{spec.name}, {spec.train.tokens:,} tokens...")
         elif args.preset or args.tokens:
             preset, tokens = args.preset or DEFAULT_PRESET, args.tokens or DEFAULT_TOKENS
             spec = demo_budget.demo_spec(law, preset, tokens, DEMO_NAME)
