@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import TINY, resume_curve
+from conftest import TINY, held_env, resume_curve, wait_until_held
 from lab.experiment import RunSpec, apply_overrides, run_training
 from lab.records import read_metrics
 from llama_core import checkpoint as ckpt
@@ -101,15 +100,12 @@ def _train_cmd(tmp_path, hamlet, name, resume=False):
 def test_killed_run_resumes_bit_identically(tmp_path, hamlet):
     env = dict(os.environ, LLAMA_LAB_CACHE=str(tmp_path / "cache"))
     subprocess.run(_train_cmd(tmp_path, hamlet, "reference"), env=env, check=True, timeout=300)
-    victim = subprocess.Popen(_train_cmd(tmp_path, hamlet, "victim"), env=env)
+    # held after step 27 (between the checkpoints of steps 20 and 30, after the log line of step 25)
+    # and killed there, whatever the machine's speed
+    marker = tmp_path / "held"
+    victim = subprocess.Popen(_train_cmd(tmp_path, hamlet, "victim"), env=held_env(env, "step-done", 27, marker))
     metrics = tmp_path / "runs" / "victim" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and victim.poll() is None:
-        rows = read_metrics(metrics.parent) if metrics.exists() else []
-        if rows and rows[-1]["step"] >= 25:
-            break
-        time.sleep(0.05)
-    assert victim.poll() is None, "the run finished before it could be killed"
+    wait_until_held(victim, marker)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = read_metrics(metrics.parent)[-1]["step"]
