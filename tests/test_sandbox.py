@@ -135,10 +135,10 @@ def test_a_fork_bomb_fails_and_leaves_nothing_behind(isolation):
     assert run_program("pass\n", isolation=isolation, timeout_s=LIMIT_S).passed
 
 
-def test_a_process_that_leaves_its_session_dies_with_the_sandbox(namespaced):
+def test_a_process_that_leaves_its_session_dies_with_the_sandbox(isolation):
     token = f"daemon{uuid.uuid4().hex[:9]}"
     escape = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"
-    result = run_program(_named(token, escape), isolation=namespaced, timeout_s=LIMIT_S)
+    result = run_program(_named(token, escape), isolation=isolation, timeout_s=LIMIT_S)
     assert result.passed, result.detail  # the program itself ends well; what it left behind must not survive
     assert _alive(token) == []
 

@@ -205,9 +205,10 @@ def _result(line: str, backstop: bool, timeout_s: float, stderr: str, elapsed: f
     if kind == "timeout" or backstop:
         return ExecResult(False, "timeout", f"timed out after {timeout_s:g} s. {stderr}".strip(), elapsed)
     if kind == "signal":
-        sig = signal.Signals(int(value))
-        status = "timeout" if sig == signal.SIGXCPU else "killed"
-        return ExecResult(False, status, f"killed by {sig.name}. {stderr}".strip(), elapsed)
+        number = int(value)
+        name = signal.Signals(number).name if number in signal.valid_signals() else f"signal {number}"
+        status = "timeout" if number == signal.SIGXCPU else "killed"
+        return ExecResult(False, status, f"killed by {name}. {stderr}".strip(), elapsed)
     reason = value if kind == "error" else "the sandbox launcher ended without a status"
     return ExecResult(False, "error", f"sandbox error: {reason}. {stderr}".strip(), elapsed)
 
@@ -265,10 +266,12 @@ def run_programs(sources: Sequence[str], *, workers: int = 2, timeout_s: float =
     return results  # type: ignore[return-value]
 
 
-def _works(iso: Isolation) -> bool:
+def _failure(iso: Isolation) -> str:
+    """Why this sandbox does not run here ("" when it does)."""
     if iso.namespaces and shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") is None:
-        return False
-    return run_program("pass\n", timeout_s=10.0, memory_mb=512, isolation=iso).passed
+        return "no unshare command (util-linux)"
+    result = run_program("pass\n", timeout_s=10.0, memory_mb=512, isolation=iso)
+    return "" if result.passed else (result.detail.splitlines() or [result.status])[-1][:160]
 
 
 @cache
@@ -282,11 +285,15 @@ def detect_isolation() -> Isolation:
     ]
     if _is_root():
         candidates.insert(1, Isolation(False, True, "namespaces (network, mount, pid, ipc) with a private "
-                                                    "root, but as root (no uid to drop to); rlimits"))
+                                                    "root, but as root without capabilities; rlimits"))
+    reasons = []
     for iso in candidates:
-        if _works(iso):
-            return iso
-    return Isolation(False, False, "no sandbox: neither a privilege drop nor namespaces work here")
+        reason = _failure(iso)
+        if not reason:
+            why = f" (no namespaces: {reasons[0]})" if reasons and not iso.namespaces else ""
+            return Isolation(iso.drop_user, iso.namespaces, iso.description + why)
+        reasons.append(reason)
+    return Isolation(False, False, f"no sandbox: neither a privilege drop nor namespaces work here ({reasons[0]})")
 
 
 def require_sandbox(allow_unsafe: bool = False) -> Isolation:

@@ -17,7 +17,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_STRICTATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 24
 ST_NOEXEC, ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 8, 1024, 2048, 4096
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS = 1, 24, 28, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 24, 28, 36, 38
 # SECBIT_NOROOT and SECBIT_NO_CAP_AMBIENT_RAISE, each with its lock: uid 0 gains no capabilities on exec.
 SECURE_NOROOT = 0b11000011
 PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
@@ -133,6 +133,33 @@ def run_child(cfg: dict) -> int:
     return pid
 
 
+def _children() -> list[int]:
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) == me:
+                    found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def kill_descendants() -> None:
+    """Without a pid namespace: whatever the program left (even in a new session) comes back to us, a
+    subreaper, as it is orphaned; kill and reap until nothing is left."""
+    while True:
+        for pid in _children():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 class _Deadline(Exception):
     pass
 
@@ -144,6 +171,7 @@ def _on_alarm(signum, frame):
 def main(cfg: dict) -> str:
     """Set everything up, run the program, and say how it ended."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     with open(cfg["program"], "rb") as f:
         source = f.read()
     if cfg["namespaces"]:
@@ -156,8 +184,12 @@ def main(cfg: dict) -> str:
     try:
         _, status = os.waitpid(pid, 0)
     except _Deadline:
-        return "timeout"
+        status = None
     signal.setitimer(signal.ITIMER_REAL, 0)
+    if not cfg["namespaces"]:  # in a pid namespace everything dies with us
+        kill_descendants()
+    if status is None:
+        return "timeout"
     if os.WIFSIGNALED(status):
         return f"signal {os.WTERMSIG(status)}"
     return f"exit {os.waitstatus_to_exitcode(status)}"
@@ -172,8 +204,4 @@ if __name__ == "__main__":
     except BaseException as e:  # the evaluator records it as a sandbox error, never as a program failure
         line = f"error {type(e).__name__}: {e}".replace("\n", " ")
     os.write(fd, line.encode() + b"\n")
-    try:  # in a pid namespace everything dies with its first process; without one, kill the group
-        if not config["namespaces"]:
-            os.killpg(0, signal.SIGKILL)
-    finally:
-        os._exit(0)
+    os._exit(0)
