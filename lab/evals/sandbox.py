@@ -110,7 +110,8 @@ def _binds(python: str) -> list[str]:
     paths |= {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
     if python.startswith(os.path.realpath(sys.prefix) + os.sep):  # a venv made with --copies needs its pyvenv.cfg
         paths.add(os.path.realpath(sys.prefix))
-    return list(SYSTEM) + sorted(paths)
+    outer = [p for p in paths if not any(p.startswith(q + os.sep) for q in [*paths, *SYSTEM])]
+    return list(SYSTEM) + sorted(outer)
 
 
 def _processes_of(uid: int) -> int:
@@ -173,15 +174,13 @@ def _prepare(iso: Isolation, source: str) -> Path:
 
 
 def _remove(folder: Path) -> None:
-    def writable_then_retry(func, path, _exc):
-        for p in (os.path.dirname(path), path):
+    for root, dirs, _ in os.walk(folder):  # a program may have taken its own folders' permissions away
+        for d in dirs:
             try:
-                os.chmod(p, 0o700)
+                os.chmod(os.path.join(root, d), 0o700)
             except OSError:
                 pass
-        func(path)
-
-    shutil.rmtree(folder, onerror=writable_then_retry)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _kill_group(pgid: int) -> None:
