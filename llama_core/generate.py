@@ -86,10 +86,21 @@ def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | N
 
 
 def decode_one_token(model: Transformer, token: torch.Tensor, pos: int,
-                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     key_mask: torch.Tensor | None = None, rope_offset: torch.Tensor | None = None) -> torch.Tensor:
     """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V)."""
     mask = None if key_mask is None else key_mask[:, :pos + 1]
-    return model(token, start_pos=pos, key_mask=mask)[0][:, -1]
+    return model(token, start_pos=pos, key_mask=mask, rope_offset=rope_offset)[0][:, -1]
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix every prompt shares, leaving each at least one token of its own."""
+    if not prompts:
+        return 0
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -113,25 +124,32 @@ def _check_fits(model: Transformer, prompt_len: int) -> None:
 
 
 @torch.inference_mode()
-def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling: Sampling = GREEDY
-                 ) -> Iterator[torch.Tensor]:
+def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling: Sampling = GREEDY,
+                 shared_prefix: bool = False) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) per step, until `max_new_tokens`, every row has hit a
     stop token, or the context is full.
 
     Rows that have stopped keep being decoded (a batch moves together); callers ignore them.
+    With `shared_prefix`, the tokens every prompt begins with (few-shot exemplars, or one prompt
+    sampled many times) are run once, as one row written into every row's cache; each row's own
+    tokens follow, left-padded, at positions that skip the padding.
     """
     _check_fits(model, max((len(p) for p in prompts), default=0))
     device = model.tok_embeddings.weight.device
-    tokens, mask = left_pad(prompts)
+    P = common_prefix(prompts) if shared_prefix and len(prompts) > 1 else 0
+    tokens, mask = left_pad([p[P:] for p in prompts])
     tokens = tokens.to(device)
-    B, T = tokens.shape
+    B, T = tokens.shape[0], P + tokens.shape[1]
     # the last new token is never fed back, so it may sit one past the context
     n_new = min(sampling.max_new_tokens, model.config.max_seq_len - T + 1)
     if n_new <= 0:
         return
     total = T + n_new - 1  # positions that pass through the model (and the cache)
-    if mask is not None:  # the full-length key mask: prompt padding, then every new token is real
-        mask = torch.cat([mask, torch.ones(B, total - T, dtype=torch.bool)], dim=1).to(device)
+    offset = None
+    if mask is not None:  # the full-length key mask: prefix, padding, prompts, then every new token is real
+        offset = (~mask).sum(1).to(device) if P else None
+        mask = torch.cat([torch.ones(B, P, dtype=torch.bool), mask, torch.ones(B, total - T, dtype=torch.bool)],
+                         dim=1).to(device)
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
@@ -139,7 +157,12 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
     done = torch.zeros(B, dtype=torch.bool, device=device)
     model.setup_caches(B, total)
     try:
-        logits = prefill(model, tokens, mask)
+        if P:
+            model(torch.as_tensor([list(prompts[0][:P])], device=device), last_only=True)  # every row's cache
+            logits = model(tokens, start_pos=P, key_mask=None if mask is None else mask[:, :T],
+                           last_only=True, rope_offset=offset)[0][:, -1]
+        else:
+            logits = prefill(model, tokens, mask)
         for i in range(n_new):
             nxt = sample(logits, sampling, generator)  # (B,)
             yield nxt
@@ -149,7 +172,7 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
                 done |= torch.isin(nxt, stops)
                 if bool(done.all()):
                     return
-            logits = decode_one_token(model, nxt[:, None], T + i, mask)
+            logits = decode_one_token(model, nxt[:, None], T + i, mask, offset)
     finally:
         model.clear_caches()
 
@@ -166,6 +189,40 @@ def generate_batch(model: Transformer, prompts: Sequence[Sequence[int]], samplin
                 out[row].append(t)
                 stopped[row] = t in stop_set
     return out
+
+
+def generate_texts(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]],
+                   sampling: Sampling = GREEDY, stop_strings: Sequence[str] = (), shared_prefix: bool = True
+                   ) -> list[str]:
+    """The text each prompt continues with, cut before its first stop string (or stop token); the
+    prefix all prompts share is run once (see `token_stream`).
+
+    A row is done at a stop token or once a stop string appears in its last few tokens' text (a
+    window as long as the longest stop string plus a margin, so each step costs the same); the batch
+    ends when every row is done, and each row's whole text is decoded once at the end.
+    """
+    out: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    stop_set = set(sampling.stop_tokens)
+    window = 4 * max((len(s) for s in stop_strings), default=0) + 8  # tokens: a character may take 4
+    for step in token_stream(model, prompts, sampling, shared_prefix):
+        for row, t in enumerate(step.tolist()):
+            if done[row]:
+                continue
+            if t in stop_set:
+                done[row] = True
+                continue
+            out[row].append(t)
+            if stop_strings and _first_stop(tokenizer.decode(out[row][-window:]), stop_strings) is not None:
+                done[row] = True
+        if all(done):
+            break
+    texts = []
+    for ids in out:
+        text = tokenizer.decode(ids)
+        cut = _first_stop(text, stop_strings)
+        texts.append(text if cut is None else text[:cut])
+    return texts
 
 
 def generate(model: Transformer, prompt: Sequence[int], sampling: Sampling = GREEDY) -> list[int]:

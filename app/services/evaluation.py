@@ -19,6 +19,7 @@ from lab.evals import records
 from lab.evals.harness import evaluate_suite, paper_table
 from lab.evals.prompts import check_shots
 from lab.evals.registry import SUITES, suite_names, tasks_of
+from lab.evals.sandbox import SandboxUnavailable, require_sandbox
 
 
 def suites() -> dict[str, str]:
@@ -91,6 +92,11 @@ def start(spec: str, suite: str, limit: int | None, split: str | None = None, sh
     for t in tasks:
         if shots is not None and t.max_shots:
             check_shots(t, shots)
+        if t.metric == "pass@k":  # the app never runs generated code without the sandbox
+            try:
+                require_sandbox(allow_unsafe=False)
+            except SandboxUnavailable as err:
+                raise ValueError(str(err)) from None
     job = EvalJob(spec, suite, limit, split, shots, tasks=[t.name for t in tasks])
     job.thread = threading.Thread(target=job._run, name=f"eval-{suite}", daemon=True)
     job.thread.start()
@@ -103,9 +109,11 @@ def comparison(record: dict) -> list[dict]:
 
 
 def result_rows(record: dict) -> list[dict]:
-    """A row per task: n, accuracy and its standard error in %, what was cut or left out."""
+    """A row per task: n, its metric (accuracy, exact match, maj@k, pass@1) and standard error in %, what
+    was cut or left out."""
     return [{"task": r.get("title", name), "split": r.get("split"), "shots": r.get("shots"), "n": r["n"],
-             "accuracy %": None if r["accuracy"] is None else 100 * r["accuracy"],
+             "metric": r.get("metric", "accuracy"),
+             "score %": None if r["accuracy"] is None else 100 * r["accuracy"],
              "± stderr %": None if r.get("stderr") is None else 100 * r["stderr"],
              "chance %": None if r.get("chance") is None else 100 * r["chance"],
              "truncated": r.get("truncated", 0), "unscorable": r.get("unscorable", 0), "time (s)": r.get("elapsed_s")}

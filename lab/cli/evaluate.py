@@ -1,5 +1,5 @@
 """`python -m lab eval`: perplexity / bits per byte on a text, zero-shot multiple choice (the paper's way),
-and with `--suite` the paper's benchmarks (Table 3, MMLU) beside its printed rows.
+and with `--suite` the paper's benchmarks (Tables 3-5, 7-9) beside its printed rows.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from lab.evals import records
 from lab.evals.harness import evaluate_suite, paper_table
 from lab.evals.prompts import check_shots
 from lab.evals.registry import suite_names, tasks_of, user_task
+from lab.evals.sandbox import require_sandbox
 from lab.tasks import SHAKESPEARE_TASK
 from llama_core.devices import resolve_device
 from llama_core.evaluate import evaluate_task, load_task, perplexity
 from llama_core.formats import load_model
+from llama_core.quantize import MODES, for_decoding
 
 
 def add_arguments(parser) -> None:
@@ -28,14 +30,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None,
                         help="score only the first N items (with --suite: documents per benchmark, per MMLU subject)")
     parser.add_argument("--suite", default=None, choices=suite_names(),
-                        help="the paper's benchmarks: commonsense (Table 3), mmlu (Table 9), paper (all); "
-                             "--task files join the suite as user tasks")
-    parser.add_argument("--shots", type=int, default=None, help="with --suite: shots for MMLU (default 5)")
+                        help="the paper's benchmarks: commonsense (Table 3), qa (Tables 4-5), math (Table 7), "
+                             "code (Table 8), mmlu (Table 9), paper (all); --task files join the suite as user tasks")
+    parser.add_argument("--shots", type=int, default=None,
+                        help="with --suite: shots for the benchmarks that take them (default: the paper's, "
+                             "MMLU 5, QA 5, GSM8k 8, MATH 4, MBPP 3)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="generations per problem: maj@k votes over them (math, default 1: greedy), "
+                             "pass@k estimates from them (code, default 5)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature of the generation benchmarks (default: 0, greedy; code 0.1)")
+    parser.add_argument("--allow-unsafe-code", action="store_true",
+                        help="run the code benchmarks even where no sandbox is available (no privilege drop "
+                             "and no namespaces): generated code then runs with resource limits only. See SECURITY.md")
     parser.add_argument("--split", default=None, choices=["test", "validation"],
                         help="with --suite: documents of this split where a benchmark has it (default: test "
                              "where the package holds one, else validation)")
     parser.add_argument("--runs-dir", default="runs", help="with --suite: where results of non-lab checkpoints go")
     parser.add_argument("--text", default=None, help="also report perplexity and bits per byte on this text file")
+    parser.add_argument("--quant", choices=MODES, default=None,
+                        help="with --suite: score and generate with int8 or int4 weights, or none (float32 in the "
+                             "packed decoding layout); default: the weights as loaded")
     parser.add_argument("--device", default="auto")
     add_threads(parser)
 
@@ -66,25 +81,34 @@ def run_suite(args) -> int:
     extra = [user_task(t) for t in args.task or ()]
     for t in extra:  # a bad task file or --shots fails before the model loads
         load_task(t.files["file"])
+    by_name = {t.name: t for t in [*tasks_of(args.suite), *extra]}
     for t in tasks_of(args.suite):
         if args.shots is not None and t.max_shots:
             check_shots(t, args.shots)
+        if t.metric == "pass@k":  # no sandbox and no --allow-unsafe-code: refused before the model loads
+            require_sandbox(args.allow_unsafe_code)
     start = time.perf_counter()
     ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
+    if args.quant is not None:
+        for_decoding(ckpt.model, args.quant)
 
     def progress(task: str, done: int, total: int) -> None:
-        print(f"\r{task}: {done}/{total} requests", end="" if done < total else "\n", file=sys.stderr, flush=True)
+        unit = "generations" if by_name[task].generative else "requests"
+        print(f"\r{task}: {done}/{total} {unit}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     results = evaluate_suite(ckpt.model, ckpt.tokenizer, args.suite, ckpt.add_bos, split=args.split,
-                             limit=args.limit, shots=args.shots, extra_tasks=extra, progress=progress)
-    settings = {"split": args.split, "limit": args.limit, "shots": args.shots}
+                             limit=args.limit, shots=args.shots, extra_tasks=extra, progress=progress,
+                             samples=args.samples, temperature=args.temperature,
+                             allow_unsafe_code=args.allow_unsafe_code)
+    settings = {"split": args.split, "limit": args.limit, "shots": args.shots, "samples": args.samples,
+                "temperature": args.temperature, "quant": args.quant}
     record = records.make_record(str(ckpt.source), ckpt.format, args.suite, settings, results,
                                  time.perf_counter() - start)
     path = records.save(record, args.runs_dir)
     print(format_table(paper_table(args.suite, results, f"this model ({Path(ckpt.source).name})")), file=sys.stderr)
     for name, r in results.items():
         notes = [f"{r[k]} {k}" for k in ("truncated", "unscorable") if r.get(k)]
-        print(f"{name}: n={r['n']}, accuracy {_pct(r['accuracy'])} ± {_pct(r['stderr'])}"
+        print(f"{name}: n={r['n']}, {r['metric']} {_pct(r['accuracy'])} ± {_pct(r['stderr'])}"
               + (f" ({', '.join(notes)})" if notes else ""), file=sys.stderr)
     print(f"stored in {path}", file=sys.stderr)
     print(json.dumps(record))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lab.sampling import run_dir_of, samples
+from llama_core.quantize import MODES
 
 
 def add_arguments(parser) -> None:
@@ -16,11 +17,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--quant", choices=MODES, default="none",
+                        help="weight quantization for decoding (none keeps float32, in the packed layout)")
 
 
 def run(args) -> int:
     texts = samples(run_dir_of(args.run, args.runs_dir), args.prompt, args.num, args.max_new_tokens,
-                    args.temperature, args.top_k, args.top_p, args.seed, args.device)
+                    args.temperature, args.top_k, args.top_p, args.seed, args.device, args.quant)
     for i, text in enumerate(texts):
         print(f"--- sample {i + 1} ---\n{text}\n")
     return 0

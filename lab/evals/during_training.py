@@ -27,7 +27,7 @@ class EvalSink:
             raise ValueError(f"--eval-limit must be a positive number of documents, got {limit}")
         self.inner, self.model, self.tokenizer = inner, model, tokenizer
         # the documents are read once and are the same at every step
-        self.tasks = [(task, load_questions(task, limit=limit)) for task in tasks_of(suite)]
+        self.tasks = [(task, load_questions(task, limit=limit)) for task in likelihood_tasks(suite)]
 
     def append(self, metrics: dict) -> None:
         if "val_loss" in metrics:
@@ -43,6 +43,15 @@ class EvalSink:
         self.inner.append(metrics)
 
 
+def likelihood_tasks(suite: str) -> list:
+    """The suite's likelihood-scored tasks (generation tasks take minutes, not a checkpoint's moment)."""
+    tasks = [t for t in tasks_of(suite) if not t.generative]
+    if not tasks:
+        raise ValueError(f"--eval-suite {suite} has only generation benchmarks; during training choose a "
+                         "likelihood suite (commonsense, mmlu, paper), and run lab eval --suite on the checkpoints")
+    return tasks
+
+
 def suite_sink(suite: str, limit: int):
     """A `wrap_sink` for lab.experiment.run_training; refused under torchrun."""
     from llama_core import distributed
@@ -50,7 +59,7 @@ def suite_sink(suite: str, limit: int):
     if distributed.is_distributed():
         raise ValueError("--eval-suite runs in single-process training only (a sharded model's forward is "
                          "collective); evaluate the run's checkpoints afterwards with lab eval --suite")
-    tasks_of(suite)  # an unknown suite fails before training starts
+    likelihood_tasks(suite)  # an unknown suite, or one only of generation tasks, fails before training starts
     return lambda sink, model, tokenizer: EvalSink(sink, model, tokenizer, suite, limit)
 
 

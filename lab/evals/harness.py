@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from lab.evals import mmlu
+from lab.evals.generative import evaluate_generation
 from lab.evals.prompts import Question, check_shots, load_questions, resolve_split
 from lab.evals.registry import Task, suites_of, tasks_of
 from llama_core.evaluate import ANSWER_CONTEXT, normalized_scores, split_tokens
@@ -73,6 +74,9 @@ def evaluate_task(model: Transformer, tokenizer: Tokenizer, task: Task, add_bos:
     callers drop before storing it. `scorer` replaces the lab's batched scorer (a reference
     implementation scoring the very same token requests).
     """
+    if task.generative:
+        raise ValueError(f"{task.name} is scored by generating text: use evaluate_suite or "
+                         "lab.evals.generative.evaluate_generation")
     start = time.perf_counter()
     shots = check_shots(task, shots)
     split = resolve_split(task, split)
@@ -126,16 +130,24 @@ def _mmlu_breakdown(scored: list[tuple[Question, int]]) -> dict:
 def evaluate_suite(model: Transformer, tokenizer: Tokenizer, suite: str, add_bos: bool = True, *,
                    split: str | None = None, limit: int | None = None, shots: int | None = None,
                    extra_tasks: Sequence[Task] = (), token_budget: int = 4096,
-                   progress: Progress | None = None) -> dict[str, dict]:
+                   progress: Progress | None = None, samples: int | None = None,
+                   temperature: float | None = None, allow_unsafe_code: bool = False) -> dict[str, dict]:
     """Every task of a suite ("paper" for all), plus `extra_tasks`: task name -> result (no predictions).
 
-    `shots` applies to the tasks that take shots (MMLU); zero-shot tasks stay zero-shot.
+    `shots` applies to the tasks that take shots (MMLU, QA, math, MBPP); zero-shot tasks stay
+    zero-shot. `samples` and `temperature` override the generation tasks' own (maj@k, pass@k);
+    `allow_unsafe_code` runs code benchmarks where no sandbox is available (lab.evals.sandbox).
     """
     results = {}
     for task in [*tasks_of(suite), *extra_tasks]:
         task_shots = shots if (shots is not None and task.max_shots) else None
-        result = evaluate_task(model, tokenizer, task, add_bos, split=split, limit=limit, shots=task_shots,
-                               token_budget=token_budget, progress=progress)
+        if task.generative:
+            result = evaluate_generation(model, tokenizer, task, add_bos, split=split, limit=limit, shots=task_shots,
+                                         samples=samples, temperature=temperature,
+                                         allow_unsafe_code=allow_unsafe_code, progress=progress)
+        else:
+            result = evaluate_task(model, tokenizer, task, add_bos, split=split, limit=limit, shots=task_shots,
+                                   token_budget=token_budget, progress=progress)
         result.pop("predictions")
         results[task.name] = result
     return results
@@ -146,7 +158,8 @@ def paper_table(suite: str, results: dict[str, dict], label: str) -> list[dict]:
     rows = []
     for s in suites_of(suite):
         columns = [t.name for t in s.tasks] + (list(mmlu.CATEGORIES) if s.name == "mmlu" else [])
-        for model, scores in s.paper_rows.items():
+        shots = next((r.get("shots") for t, r in results.items() if t in columns), None)
+        for model, scores in s.rows(shots).items():
             rows.append({"suite": s.name, "model": model, **{c: scores.get(c) for c in columns}})
         ours = {t: (r["accuracy"] * 100 if r.get("accuracy") is not None else None)
                 for t, r in results.items() if t in columns}

