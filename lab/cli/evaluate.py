@@ -85,8 +85,8 @@ def run_suite(args) -> int:
     for t in tasks_of(args.suite):
         if args.shots is not None and t.max_shots:
             check_shots(t, args.shots)
-        if t.metric == "pass@k":  # no sandbox and no --allow-unsafe-code: refused before the model loads
-            print(f"generated code runs in: {require_sandbox(args.allow_unsafe_code).description}", file=sys.stderr)
+    if any(t.metric == "pass@k" for t in by_name.values()):  # no sandbox, no --allow-unsafe-code: refused here
+        print(f"generated code runs in: {require_sandbox(args.allow_unsafe_code).description}", file=sys.stderr)
     start = time.perf_counter()
     ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
     if args.quant is not None:
