@@ -3,6 +3,7 @@
     runs/NAME/
         config.json          the run record: spec, model and train configs, tokenizer, hardware, status
         metrics.jsonl        a line per logged step (a line cut by a crash is skipped when read)
+        evals.jsonl          a line per `lab eval --suite` of the run (lines written by lab/evals/records.py)
         tokenizer.model      the run's SentencePiece tokenizer
         checkpoints/step_0000200/
             model.safetensors    weights (a tied output matrix stored once)
@@ -38,6 +39,7 @@ from llama_core.config import ModelConfig
 log = logging.getLogger(__name__)
 
 CONFIG, METRICS, TOKENIZER, CHECKPOINTS = "config.json", "metrics.jsonl", "tokenizer.model", "checkpoints"
+EVALS = "evals.jsonl"
 WEIGHTS, OPTIMIZER, STATE, DCP_DIR = "model.safetensors", "optimizer.pt", "state.json", "dcp"
 # torch.distributed.checkpoint reads this file with a plain pickle.load, which would run any code
 # in it: `verify` vets it first.
@@ -61,6 +63,7 @@ class RunFolder:
         self.metrics_path = self.path / METRICS
         self.tokenizer_path = self.path / TOKENIZER
         self.checkpoints_path = self.path / CHECKPOINTS
+        self.evals_path = self.path / EVALS
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"

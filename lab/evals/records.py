@@ -1,6 +1,6 @@
-"""Evaluation records on disk: the one module that knows where they are and what a line holds.
+"""Evaluation records on disk: the one module that knows what a line holds and where they go.
 
-    runs/NAME/evals.jsonl     evaluations of a lab run, a line each
+    runs/NAME/evals.jsonl     evaluations of a lab run, a line each (RunFolder.evals_path names the file)
     runs/evals/MODEL.jsonl    evaluations of any other checkpoint (a GGUF, a Hugging Face folder, ...)
 
 A line: when, which checkpoint, the suite and its settings (split, limit, shots), and the result of
@@ -17,15 +17,14 @@ from pathlib import Path
 
 from llama_core.run_folder import RunFolder, append_jsonl, read_jsonl
 
-EVALS_FILE = "evals.jsonl"
-EVALS_DIR = "evals"
+EVALS_DIR = "evals"  # runs/evals/: the evaluations of checkpoints that are not lab runs
 
 
 def record_path(checkpoint: str | os.PathLike, fmt: str, runs_dir: str | os.PathLike = "runs") -> Path:
     """Where the evaluations of `checkpoint` (loaded in format `fmt`) are appended."""
     path = Path(checkpoint)
     if fmt == "lab" and RunFolder(path).is_run():
-        return path / EVALS_FILE
+        return RunFolder(path).evals_path
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name.removesuffix(".gguf")).strip("._") or "model"
     return Path(runs_dir) / EVALS_DIR / f"{name}.jsonl"
 
@@ -49,6 +48,7 @@ def stored(runs_dir: str | os.PathLike = "runs") -> list[dict]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    files = [*runs_dir.glob(f"*/{EVALS_FILE}"), *(runs_dir / EVALS_DIR).glob("*.jsonl")]
+    own = [RunFolder(folder).evals_path for folder in runs_dir.iterdir()]
+    files = [*(f for f in own if f.is_file()), *(runs_dir / EVALS_DIR).glob("*.jsonl")]
     rows = [dict(r, file=str(f)) for f in files for r in read_jsonl(f) if isinstance(r.get("results"), dict)]
     return sorted(rows, key=lambda r: r.get("time", ""))
