@@ -1,14 +1,20 @@
-"""Run records as the pages show them: a row per run with its energy, loss and speed curves, benchmarks."""
+"""Run records as the pages show them: a row per run with its energy, loss and speed curves, the suites
+evaluated during training and afterwards, benchmarks."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from lab.evals import records
+from lab.evals.during_training import recorded_curve
+from lab.evals.registry import tasks_of
 from lab.footprint import run_energy
 from lab.records import list_runs, read_jsonl, read_metrics, summarize
 from llama_core.carbon import PAPER_PUE, US_AVERAGE_KG_PER_KWH
-from llama_core.run_folder import bench_path
+from llama_core.run_folder import RunFolder, bench_path
+
+TITLES = {t.name: t.title for t in tasks_of("paper")}  # the paper's column headers
 
 
 def runs_dir() -> Path:
@@ -27,7 +33,7 @@ def run_table(pue: float = PAPER_PUE, kg_per_kwh: float = US_AVERAGE_KG_PER_KWH)
             continue
         row = {"run": summary["run"], "preset": summary["preset"], "params": summary["params"],
                "steps": summary["steps"], "tokens": summary["tokens"], "train loss": summary["train_loss"],
-               "val loss": summary["val_loss"], "val bits/byte": summary["val_bpb"],
+               "val loss": summary["loss"], "val bits/byte": summary["bpb"], "val measured on": summary["validated_on"],
                "tokens/s": summary["tokens_per_s"], "elapsed (s)": summary["elapsed_s"], "status": summary["status"]}
         if energy is not None:
             fp = energy.footprint
@@ -40,6 +46,29 @@ def run_table(pue: float = PAPER_PUE, kg_per_kwh: float = US_AVERAGE_KG_PER_KWH)
 def run_metrics(name: str) -> list[dict]:
     """A run's logged training steps (those with a training loss)."""
     return [m for m in read_metrics(runs_dir() / name) if m.get("train_loss") is not None]
+
+
+def eval_curves(names: list[str]) -> list[dict]:
+    """Accuracy recorded during training (`lab train --eval-suite`): a row per run, step and task, with
+    the tokens seen, the accuracy in % and the validation loss of the same step (the paper's Figure 2)."""
+    rows = []
+    for name in names:
+        for point in recorded_curve(read_metrics(runs_dir() / name)):
+            at = {"run": name, "step": point.pop("step"), "tokens": point.pop("tokens"),
+                  "val loss": point.pop("val_loss")}
+            rows += [{**at, "task": TITLES.get(task, task), "accuracy %": None if acc is None else 100 * acc}
+                     for task, acc in point.items()]
+    return rows
+
+
+def run_evaluations(names: list[str]) -> list[dict]:
+    """The runs' stored suite evaluations (`lab eval --suite`, the Evaluation page), newest first: a row
+    each with its time, suite, document limit and every task's score as "TITLE %"."""
+    own = {RunFolder(runs_dir() / name).evals_path: name for name in names}
+    return [{"run": own[Path(r["file"])], "time": r["time"], "suite": r["suite"], "limit": r.get("limit"),
+             **{f"{res.get('title', task)} %": None if res.get("accuracy") is None else 100 * res["accuracy"]
+                for task, res in r["results"].items()}}
+            for r in reversed(records.stored(runs_dir())) if Path(r["file"]) in own]
 
 
 def speed_curves() -> list[dict]:
