@@ -138,12 +138,17 @@ class Int4Linear(nn.Module):
     def from_float(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Linear:
         return cls(*quantize_int4(weight, group_size))
 
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> Int4Linear:
+        """From the stored form: (out, in/2) bytes of two weights each, as `weight` holds them."""
+        return cls(unpack_nibbles(packed), scales, zeros)
+
     @property
     def group_size(self) -> int:
         return self.in_features // self.scales.shape[1]
 
     def dequantize(self) -> torch.Tensor:
-        return dequantize_int4(_unpack_nibbles(self.weight), self.scales, self.zeros)
+        return dequantize_int4(unpack_nibbles(self.weight), self.scales, self.zeros)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
@@ -158,7 +163,7 @@ class Int4Linear(nn.Module):
         """The aten kernel's own packing of the weights, built once per device and dtype."""
         key = (x.device, x.dtype)
         if self._kernel is None or self._kernel[0] != key:
-            q = _unpack_nibbles(self.weight).to(torch.int32)
+            q = unpack_nibbles(self.weight).to(torch.int32)
             if x.device.type == "cuda":
                 packed = torch.ops.aten._convert_weight_to_int4pack(q.to(x.device), 8)
             else:
@@ -176,7 +181,7 @@ def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
     return (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)
 
 
-def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([packed & 15, packed >> 4], dim=-1).flatten(-2)
 
 
@@ -210,6 +215,48 @@ def _quantized(weight: torch.Tensor, mode: str, group_size: int | None) -> nn.Mo
     if mode == "int8":
         return Int8Linear.from_float(weight, group_size)
     return Int4Linear.from_float(weight, group_size or 32)
+
+
+def layer_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
+    """The quantized layer whose `state_dict()` is `state`: int8 weights with scales, or packed
+    4-bit weights with scales and zeros."""
+    weight, scales = state["weight"], state["scales"]
+    if weight.dtype == torch.int8 and "zeros" not in state:
+        return Int8Linear(weight, scales)
+    if weight.dtype == torch.uint8 and "zeros" in state:
+        return Int4Linear.from_packed(weight, scales, state["zeros"])
+    raise ValueError(f"no quantized layer has {weight.dtype} weights with {sorted(state)}")
+
+
+def split_rows(layer: nn.Module, sizes: list[int]) -> list[nn.Module]:
+    """A quantized layer cut into layers of `sizes` output rows (each row is quantized on its own)."""
+    parts = {name: t.split(sizes) for name, t in layer.state_dict().items()}
+    return [layer_from_state({name: p[i] for name, p in parts.items()}) for i in range(len(sizes))]
+
+
+_FUSED = (("attention", "wqkv", ("wq", "wk", "wv")), ("feed_forward", "w13", ("w1", "w3")))
+
+
+def fuse_quantized(model: Transformer) -> Transformer:
+    """wq|wk|wv -> wqkv and w1|w3 -> w13 where they are quantized alike (the layout `quantize` makes)."""
+    for block in model.layers:
+        for part, fused, names in _FUSED:
+            parent = getattr(block, part)
+            if getattr(parent, fused) is None and _alike(*(getattr(parent, n) for n in names)):
+                setattr(parent, fused, _stacked(*(getattr(parent, n) for n in names)))
+                for n in names:
+                    delattr(parent, n)
+    return model
+
+
+def _alike(*layers: nn.Module) -> bool:
+    kinds = {(type(m), m.in_features, m.group_size) for m in layers if isinstance(m, (Int8Linear, Int4Linear))}
+    return len(kinds) == 1 and all(isinstance(m, (Int8Linear, Int4Linear)) for m in layers)
+
+
+def _stacked(*layers: nn.Module) -> nn.Module:
+    states = [m.state_dict() for m in layers]
+    return layer_from_state({name: torch.cat([s[name] for s in states]) for name in states[0]})
 
 
 def quantization_of(model: Transformer) -> str:

@@ -29,7 +29,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     chat_template: str  # a name from llama_core.chat.TEMPLATES
     add_bos: bool  # whether prompts start with the bos token
-    format: str  # lab, hf, meta or gguf
+    format: str  # lab, hf, meta, gguf or quantized
     source: Path
     chat_template_text: str | None = None  # the checkpoint's own Jinja template, when it has one
 
@@ -60,13 +60,17 @@ def resolve_path(spec: str | os.PathLike, runs_dir: str | os.PathLike = "runs") 
 
 
 def detect_format(path: Path) -> str:
-    """lab, hf, meta or gguf, from the files present."""
+    """lab, hf, meta, gguf or quantized, from the files present."""
     if path.is_file():
         with open(path, "rb") as f:
             if f.read(4) == b"GGUF":
                 return "gguf"
         raise ValueError(f"{path} is a file but not a GGUF file; folders (lab run, Hugging Face, Meta) "
                          "are given by their directory")
+    from llama_core.formats.quantized import is_quantized_folder
+
+    if is_quantized_folder(path):
+        return "quantized"
     run = RunFolder(path)
     if run.is_run() and run.checkpoints_path.is_dir():
         return "lab"
@@ -80,8 +84,10 @@ def detect_format(path: Path) -> str:
 
 
 def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load any supported checkpoint for inference, with its tokenizer and chat template."""
+               dtype: torch.dtype | None = None, keep_quantized: bool = False) -> LoadedModel:
+    """Load any supported checkpoint for inference, with its tokenizer and chat template.
+
+    A quantized folder always loads quantized; `keep_quantized` keeps a GGUF's Q4/Q8 weights so too."""
     from llama_core.chat import template_name
 
     path = resolve_path(spec)
@@ -102,10 +108,16 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
         from llama_core.formats.meta import load_meta
 
         model, tokenizer = load_meta(path, device, dtype)
+    elif fmt == "quantized":
+        from llama_core.formats.quantized import load_quantized
+
+        model, tokenizer, meta = load_quantized(path, device, dtype)
+        recorded, template_text = meta.get("chat_template"), meta.get("chat_template_text")
+        add_bos = bool(meta.get("add_bos", True))
     else:
         from llama_core.formats.gguf import load_gguf
 
-        model, tokenizer, template_text, add_bos = load_gguf(path, device, dtype)
+        model, tokenizer, template_text, add_bos = load_gguf(path, device, dtype, keep_quantized)
     if tokenizer is None:
         raise FileNotFoundError(f"{path} holds no tokenizer (tokenizer.model or tokenizer.json); copy the "
                                 "model's tokenizer into it")
