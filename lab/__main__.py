@@ -20,6 +20,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "eval": ("lab.cli.evaluate", "perplexity and zero-shot multiple choice, the paper's way"),
     "export": ("lab.cli.export", "export a run to the Hugging Face or Meta layout"),
     "finetune": ("lab.cli.finetune", "instruction finetuning (full or LoRA) of a checkpoint on conversations"),
+    "distill": ("lab.cli.distill", "instructions answered by a teacher chat model, as JSONL to finetune on"),
     "sweep": ("lab.cli.sweep", "a grid of presets x token budgets, resumable"),
     "bench": ("lab.cli.bench", "benchmarks: training and decoding tokens/s, MFU, memory"),
 }
