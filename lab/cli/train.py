@@ -80,8 +80,10 @@ def _run(args) -> int:
     result = run_training(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet, wrap_sink=wrap_sink)
     last = result.last
     summary = f"{result.status} at step {result.step} ({result.tokens:,} tokens)"
-    if "val_loss" in last:
-        summary += f": val loss {last['val_loss']:.3f}, {last['val_bpb']:.3f} bits/byte"
+    if last.get("heldout_bpb") is not None:  # over all the held-out text, at the end of the run
+        summary += f": held-out loss {last['heldout_loss']:.3f}, {last['heldout_bpb']:.3f} bits/byte (all its text)"
+    elif "val_loss" in last:
+        summary += f": val loss {last['val_loss']:.3f}, {last['val_bpb']:.3f} bits/byte (sampled batches)"
     if distributed.is_main():
         print(f"run {spec.name}: {summary}. Records in {Path(args.runs_dir) / spec.name}")
     return 0 if result.status != "interrupted" else 130
