@@ -202,7 +202,7 @@ def quantize(model: Transformer, mode: str, group_size: int | None = None) -> Tr
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear:
                     setattr(parent, name, _quantized(child.weight, mode, group_size))
-    return model.eval().requires_grad_(False)
+    return fuse_quantized(model).eval().requires_grad_(False)  # layers loaded quantized (GGUF) fused too
 
 
 def for_decoding(model: Transformer, quant: str = "none", group_size: int | None = None) -> Transformer:

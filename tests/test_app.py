@@ -63,7 +63,15 @@ def test_chat_streams_a_reply(app):
     assert roles == ["user", "assistant"]
     reply = at.chat_message[1].markdown[0].value
     assert len(reply) > 10
-    assert any("tokens/s" in c.value for c in at.chat_message[1].caption)
+    assert any("tokens/s" in c.value and "float weights" in c.value for c in at.chat_message[1].caption)
+    # a float run starts unquantized; int8 is served as its own copy and named under the next reply
+    quant = next(s for s in at.sidebar.selectbox if s.label == "Quantization")
+    assert quant.value == "none"
+    quant.set_value("int8").run()
+    at.chat_input[0].set_value("JULIET:").run()
+    assert not at.exception
+    assert any("tokens/s" in c.value and "int8" in c.value for c in at.chat_message[3].caption)
+    assert any("float weights" in c.value for c in at.chat_message[1].caption)  # earlier replies keep theirs
 
 
 def test_chat_opens_on_the_instruction_tuned_model_and_explains_the_runs(app):

@@ -66,4 +66,6 @@ class TimedReply:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        return f"{self.tokens:,} tokens · {self.tokens_per_s:,.1f} tokens/s"
+        """Tokens, tokens/s and the weights' quantization, e.g. "42 tokens · 31.0 tokens/s · int8"."""
+        weights = "float weights" if self.served.quant == "none" else self.served.quant
+        return f"{self.tokens:,} tokens · {self.tokens_per_s:,.1f} tokens/s · {weights}"

@@ -1,6 +1,7 @@
 """Which checkpoints the app offers, where a typed path may point, and loading each once per process.
 
-Models are cached once per process (`st.cache_resource`) and shared by every browser session.
+Models are cached once per process and quantization (`st.cache_resource`) and shared by every
+browser session: a quantized model is its own copy, loaded for that (checkpoint, quantization).
 A model's KV cache lives in its modules, so generation and attention recomputation on one model
 take that model's lock: two tabs never interleave their decoding, and each keeps its own
 conversation in its own session state.
@@ -20,11 +21,13 @@ from lab.records import list_runs
 from llama_core.adapted import recorded_chat
 from llama_core.devices import resolve_device
 from llama_core.formats import LoadedModel, load_model, smollm2_path
-from llama_core.packing import pack
+from llama_core.formats.quantized import stored_quantization
+from llama_core.quantize import MODES, for_decoding, quantization_of, weight_bytes
 from llama_core.run_folder import RunFolder
 
 BUNDLED = "SmolLM2-135M-Instruct (bundled, instruction-tuned)"
 RUN_PREFIX = "run: "
+QUANTIZATIONS = MODES  # none, int8, int4
 
 
 def model_dirs() -> list[Path]:
@@ -65,6 +68,16 @@ def kind(spec: str) -> str:
         return "path"
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def own_quantization(spec: str) -> str:
+    """The quantization a checkpoint stores its weights in ("int4" for the bundled Q4_1 GGUF, "none"
+    for a float run): what the Chat page starts with."""
+    try:
+        return stored_quantization(spec)
+    except (ValueError, OSError):  # loading will say what is wrong with it
+        return "none"
+
+
 def safe_checkpoint_path(text: str) -> Path:
     """A user-typed path, accepted only inside `model_dirs()` and only if it exists."""
     text = text.strip()
@@ -94,15 +107,28 @@ class ServedModel:
     def config(self):
         return self.loaded.model.config
 
+    @property
+    def quant(self) -> str:
+        """What the served weights are: "none" (float), "int8" or "int4"."""
+        return quantization_of(self.loaded.model)
+
     def describe(self) -> str:
-        """One line: format, size, chat template, context."""
+        """One line: format, size, weights, chat template, context."""
+        weights = "float" if self.quant == "none" else self.quant
         return (f"{self.loaded.format} checkpoint · {self.loaded.model.num_params / 1e6:,.1f}M parameters · "
+                f"{weights} weights, {weight_bytes(self.loaded.model) / 1e6:,.0f} MB · "
                 f"template: {self.loaded.chat_template} · context {self.config.max_seq_len:,} tokens")
 
 
-@st.cache_resource(max_entries=3, show_spinner=False)
-def serve(spec: str) -> ServedModel:
-    """Load a checkpoint once per process (the app runs on the CPU or the detected accelerator)."""
-    loaded = load_model(spec, device=resolve_device("auto"))
-    pack(loaded.model)  # the decode-time layout: same function, faster generation
+@st.cache_resource(max_entries=4, show_spinner=False)
+def serve(spec: str, quant: str = "none") -> ServedModel:
+    """Load a checkpoint once per process and quantization (the app runs on the CPU or the detected
+    accelerator), in the decode-time layout: packed float, or int8/int4 weights (llama_core.quantize).
+
+    The checkpoint's own quantization keeps its stored blocks (the bundled GGUF's Q4_1) as they are."""
+    if quant not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quant!r}; choose one of {QUANTIZATIONS}")
+    keep = quant != "none" and quant == own_quantization(spec)
+    loaded = load_model(spec, device=resolve_device("auto"), keep_quantized=keep)
+    for_decoding(loaded.model, quant)  # same function, faster generation
     return ServedModel(loaded, threading.Lock())

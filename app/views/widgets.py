@@ -30,11 +30,11 @@ def checkpoint_picker(key: str) -> str | None:
         return None
 
 
-def load(spec: str) -> checkpoints.ServedModel | None:
-    """The cached model, or None with the reason shown on the page."""
+def load(spec: str, quant: str = "none") -> checkpoints.ServedModel | None:
+    """The cached model (with `quant` weights), or None with the reason shown on the page."""
     try:
         with st.spinner("Loading the model..."):
-            return checkpoints.serve(spec)
+            return checkpoints.serve(spec, quant)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as err:
         st.error(f"Could not load this checkpoint: {err}")
         return None
