@@ -125,11 +125,14 @@ def _check_fits(model: Transformer, prompt_len: int) -> None:
 
 @torch.inference_mode()
 def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling: Sampling = GREEDY,
-                 shared_prefix: bool = False) -> Iterator[torch.Tensor]:
+                 shared_prefix: bool = False, finished: list[bool] | None = None) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) per step, until `max_new_tokens`, every row has hit a
     stop token, or the context is full.
 
-    Rows that have stopped keep being decoded (a batch moves together); callers ignore them.
+    Rows that have stopped are ignored by callers: what they yield is meaningless. Once a quarter of
+    the rows still computed have stopped (at a stop token, or marked True in `finished` by the caller
+    between steps), they leave the batch and their KV cache rows are dropped, so a long answer no
+    longer makes every short one pay for its steps.
     With `shared_prefix`, the tokens every prompt begins with (few-shot exemplars, or one prompt
     sampled many times) are run once, as one row written into every row's cache; each row's own
     tokens follow, left-padded, at positions that skip the padding.
@@ -155,6 +158,7 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
     stops = torch.tensor(sampling.stop_tokens or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    rows = torch.arange(B, device=device)  # the original rows still computed
     model.setup_caches(B, total)
     try:
         if P:
@@ -164,14 +168,26 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
         else:
             logits = prefill(model, tokens, mask)
         for i in range(n_new):
-            nxt = sample(logits, sampling, generator)  # (B,)
-            yield nxt
+            nxt = sample(logits, sampling, generator)  # (rows,)
+            yield nxt if len(rows) == B else torch.zeros(B, dtype=nxt.dtype, device=device).index_copy_(0, rows, nxt)
             if i == n_new - 1:
                 return
-            if sampling.stop_tokens:  # skipped without stop tokens: a device sync per step
-                done |= torch.isin(nxt, stops)
-                if bool(done.all()):
-                    return
+            if not sampling.stop_tokens and finished is None:  # nothing can stop a row: no device sync per step
+                logits = decode_one_token(model, nxt[:, None], T + i, mask, offset)
+                continue
+            if sampling.stop_tokens:
+                done[rows] |= torch.isin(nxt, stops)
+            if finished is not None:
+                done |= torch.tensor(finished, dtype=torch.bool, device=device)
+            if bool(done.all()):
+                return
+            stopped = done[rows]
+            if 4 * int(stopped.sum()) >= len(rows):  # compact: the stopped rows leave the batch
+                keep = (~stopped).nonzero().squeeze(1)
+                model.keep_cache_rows(keep)
+                rows, nxt = rows[keep], nxt[keep]
+                mask = None if mask is None else mask[keep]
+                offset = None if offset is None else offset[keep]
             logits = decode_one_token(model, nxt[:, None], T + i, mask, offset)
     finally:
         model.clear_caches()
@@ -205,7 +221,7 @@ def generate_texts(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[S
     done = [False] * len(prompts)
     stop_set = set(sampling.stop_tokens)
     window = 4 * max((len(s) for s in stop_strings), default=0) + 8  # tokens: a character may take 4
-    for step in token_stream(model, prompts, sampling, shared_prefix):
+    for step in token_stream(model, prompts, sampling, shared_prefix, finished=done):
         for row, t in enumerate(step.tolist()):
             if done[row]:
                 continue

@@ -213,6 +213,12 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.attention.cache = KVCache(batch, cfg.n_kv_heads, length, cfg.head_dim, dtype, device)
 
+    def keep_cache_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (B',) of every layer's KV cache: finished sequences leave a batch."""
+        for layer in self.layers:
+            cache = layer.attention.cache
+            cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
+
     def clear_caches(self) -> None:
         for layer in self.layers:
             layer.attention.cache = None
