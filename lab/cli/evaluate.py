@@ -39,7 +39,8 @@ def add_arguments(parser) -> None:
                         help="generations per problem: maj@k votes over them (math, default 1: greedy), "
                              "pass@k estimates from them (code, default 5)")
     parser.add_argument("--temperature", type=float, default=None,
-                        help="sampling temperature of the generation benchmarks (default: 0, greedy; code 0.1)")
+                        help="sampling temperature of the generation benchmarks (default: 0, greedy; code 0.1; "
+                             "0.6 when --samples > 1 asks for maj@k)")
     parser.add_argument("--allow-unsafe-code", action="store_true",
                         help="run the code benchmarks even where no sandbox is available (no privilege drop "
                              "and no namespaces): generated code then runs with resource limits only. See SECURITY.md")

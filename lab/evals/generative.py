@@ -30,6 +30,7 @@ from llama_core.tokenizer import Tokenizer
 
 Progress = Callable[[str, int, int], None]  # (task name, generations done, generations in the task)
 MAX_BATCH = 16
+MAJ_TEMPERATURE = 0.6  # Lewkowycz et al. (Minerva) sample at 0.6 for majority voting
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -89,7 +90,8 @@ def evaluate_generation(model: Transformer, tokenizer: Tokenizer, task: Task, ad
     shots = check_shots(task, shots)
     split = resolve_split(task, split)
     samples = task.samples if samples is None else samples
-    temperature = task.temperature if temperature is None else temperature
+    if temperature is None:  # k greedy samples would be one sample k times: maj@k samples at Minerva's 0.6
+        temperature = MAJ_TEMPERATURE if samples > 1 and task.temperature == 0 else task.temperature
     if samples < 1 or temperature < 0:
         raise ValueError(f"--samples must be >= 1 and --temperature >= 0, got {samples} and {temperature}")
     isolation = require_sandbox(allow_unsafe_code) if task.metric == "pass@k" else None
