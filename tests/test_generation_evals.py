@@ -179,3 +179,11 @@ def test_lab_eval_suite_qa_prints_the_papers_rows_and_stores_the_record(tmp_path
     assert "LLaMA 65B" in err and "16.8" in err  # the 0-shot rows of Table 4
     assert (tmp_path / "evals" / "SmolLM2-135M-Instruct.Q4_1.jsonl").is_file()
     assert SUITES["qa"].rows(0)["LLaMA 7B"]["naturalqs"] == 16.8
+
+
+def test_maj_at_k_votes_over_sampled_chains_of_thought(smollm2):
+    task = dataclasses.replace(TASKS["gsm8k"], max_new_tokens=24)
+    result = evaluate_generation(smollm2.model, smollm2.tokenizer, task, smollm2.add_bos, limit=2, shots=2, samples=3)
+    assert result["metric"] == "maj@3" and result["temperature"] == 0.6 and result["requests"] == 6
+    gold = [answers.gsm8k_gold(p.golds[0]) for p in load_problems(task, "test", 2, 2)]
+    assert result["accuracy"] == sum(p == g for p, g in zip(result["predictions"], gold)) / 2
