@@ -163,3 +163,30 @@ def test_lab_export_writes_a_trained_run_quantized_and_as_gguf(tmp_path, tiny_ru
         main(["export", "--checkpoint", run, "--to", "quantized", "--out", str(tmp_path / "x")])
     assert main(["export", "--checkpoint", run, "--to", "quantized", "--quant", "int4", "--group-size", "48",
                  "--out", str(tmp_path / "bad")]) != 0
+
+
+def test_the_quant_quality_benchmark_prints_one_line_per_checkpoint(tmp_path, tiny_runs_dir, capsys):
+    import json
+
+    out = tmp_path / "quant_quality.jsonl"
+    assert main(["bench", "quant-quality", "--checkpoint", str(tiny_runs_dir / "tiny-hamlet"), "--max-bytes",
+                 "3000", "--window", "64", "--threads", "1", "--out", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == json.loads(out.read_text().splitlines()[-1])
+    assert line["stored_quantization"] == "none" and line["bytes"] <= 3000 and line["tokens"] > 100
+    for mode in ("none", "int8", "int4"):
+        assert line[mode]["weights"] == mode and line[mode]["bits_per_byte"] > 0
+    assert line["int4"]["weight_bytes"] < line["int8"]["weight_bytes"] < line["none"]["weight_bytes"]
+
+
+def test_the_decode_benchmark_times_a_checkpoints_own_weights(tmp_path, tiny_runs_dir, capsys):
+    import json
+
+    folder = tmp_path / "q"
+    assert main(["export", "--checkpoint", str(tiny_runs_dir / "tiny-hamlet"), "--to", "quantized", "--quant",
+                 "int8", "--out", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["bench", "decode", "--checkpoint", str(folder), "--quant", "int8", "--new", "4", "--rounds", "1",
+                 "--threads", "1", "--out", str(tmp_path / "decode.jsonl")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["checkpoint"] == str(folder) and line["quant"] == "int8" and line["tokens_per_s"] > 0

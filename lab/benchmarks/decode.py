@@ -3,7 +3,9 @@
 One JSON line per quantization on stdout, also appended to runs/bench/decode.jsonl. A random-weight
 model of the preset's shape, packed for decoding (llama_core.packing) or quantized
 (llama_core.quantize, `--quant int8|int4|all`), runs greedy decoding of `--new` tokens after a
-`--prompt`-token prompt (prefill included in the time). With `--vs hf`, transformers' `generate`
+`--prompt`-token prompt (prefill included in the time). `--checkpoint` times a real checkpoint's
+weights instead (SmolLM2, a run, a quantized folder): a checkpoint stored quantized keeps its own
+blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`, transformers' `generate`
 runs on the same weights in the same process. Every side is interleaved round by round so that
 load on a shared machine hits all alike, and reports its best round. MBU counts the bytes of the
 weights a step reads in their stored form, plus the mean KV cache, against the measured (or
@@ -23,10 +25,11 @@ import torch
 from llama_core.config import get_preset
 from llama_core.devices import device_name, peak_bandwidth, resolve_device, synchronize
 from llama_core.flops import decode_bytes_per_token, kv_cache_bytes, mbu
+from llama_core.formats import load_model, resolve_path
+from llama_core.formats.quantized import stored_quantization
 from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer
-from llama_core.packing import pack
-from llama_core.quantize import MODES, quantize, weight_bytes
+from llama_core.quantize import MODES, for_decoding, weight_bytes
 from llama_core.run_folder import append_jsonl, bench_path
 
 DEFAULT_OUT = bench_path("runs", "decode")
@@ -34,6 +37,8 @@ DEFAULT_OUT = bench_path("runs", "decode")
 
 def add_arguments(parser) -> None:
     parser.add_argument("--preset", default="lab-15m", help="model shape (see `python -m lab presets`)")
+    parser.add_argument("--checkpoint", default=None, help="time this checkpoint's weights (a run, any path, "
+                        "smollm2) instead of random ones of --preset's shape")
     parser.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     parser.add_argument("--new", type=int, default=256, help="new tokens per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (after a warm-up)")
@@ -48,15 +53,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.prompt < 1 or args.new < 1 or args.rounds < 1:
         raise ValueError("--prompt, --new and --rounds must be positive")
-    cfg = get_preset(args.preset)
-    # the weights are random, so only the shape matters: stretch the context to fit the run
-    # (lab-15m's 256 positions cannot hold the standard 16 + 256)
-    cfg = cfg.replace(max_seq_len=max(cfg.max_seq_len, args.prompt + args.new))
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    with device:
-        model = Transformer(cfg).eval()
+    model = _plain_model(args, device)
+    cfg = model.config
+    if args.prompt + args.new > cfg.max_seq_len:
+        raise ValueError(f"--prompt + --new = {args.prompt + args.new} tokens exceed the checkpoint's "
+                         f"{cfg.max_seq_len}-token context: ask for fewer")
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     sampling = Sampling(max_new_tokens=args.new, temperature=0.0)
 
@@ -64,8 +67,12 @@ def run(args) -> int:
     if args.vs == "hf":  # from the plain weights, before packing renames them
         sides["hf"] = _hf_generate(model, prompt, args.new, device)
     models = {}
+    own = stored_quantization(resolve_path(args.checkpoint)) if args.checkpoint else "none"
     for mode in (MODES if args.quant == "all" else (args.quant,)):
-        models[mode] = pack(copy.deepcopy(model)) if mode == "none" else quantize(copy.deepcopy(model), mode)
+        if mode != "none" and mode == own:  # the stored blocks as they are, the rest quantized alike
+            models[mode] = for_decoding(load_model(args.checkpoint, device, keep_quantized=True).model, mode)
+        else:
+            models[mode] = for_decoding(copy.deepcopy(model), mode)
         sides[mode] = functools.partial(generate, models[mode], prompt, sampling)
     del model
     best: dict[str, float] = {}
@@ -84,7 +91,8 @@ def run(args) -> int:
     for mode, quantized in models.items():
         step_bytes = step_weight_bytes(quantized) + kv_bytes
         record = {
-            "bench": "decode", "preset": args.preset, "batch": 1, "prompt": args.prompt, "new_tokens": args.new,
+            "bench": "decode", "preset": None if args.checkpoint else args.preset, "checkpoint": args.checkpoint,
+            "batch": 1, "prompt": args.prompt, "new_tokens": args.new,
             "max_seq_len": cfg.max_seq_len, "dtype": "float32", "quant": mode, "device": device_name(device),
             "threads": torch.get_num_threads(), "host": platform.node(), "tokens_per_s": round(best[mode], 1),
             "weight_bytes_per_token": step_bytes - kv_bytes, "mbu": round(mbu(best[mode], step_bytes, bandwidth), 4),
@@ -103,6 +111,19 @@ def run(args) -> int:
         print(json.dumps(record, sort_keys=True), flush=True)
         append_jsonl(args.out, record)
     return 0
+
+
+def _plain_model(args, device: torch.device) -> Transformer:
+    """The float model the sides start from: the checkpoint's, or random weights of the preset's shape."""
+    if args.checkpoint:
+        return load_model(args.checkpoint, device).model
+    cfg = get_preset(args.preset)
+    # the weights are random, so only the shape matters: stretch the context to fit the run
+    # (lab-15m's 256 positions cannot hold the standard 16 + 256)
+    cfg = cfg.replace(max_seq_len=max(cfg.max_seq_len, args.prompt + args.new))
+    torch.manual_seed(0)
+    with device:
+        return Transformer(cfg).eval()
 
 
 def step_weight_bytes(model: Transformer) -> int:

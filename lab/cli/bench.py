@@ -9,8 +9,11 @@ KINDS = {  # kind -> (module, help)
     "decode": ("lab.benchmarks.decode", "decoding tokens/s and MBU (--vs hf to compare)"),
     "checkpointing": ("lab.benchmarks.checkpointing", "memory and speed of each activation-checkpointing policy"),
     "eval": ("lab.benchmarks.eval", "evaluation items/s of the batched scorer (--vs hf: per-request transformers)"),
+    "generate": ("lab.benchmarks.generate", "generated tokens/s on a generation benchmark: one at a time, batched, "
+                 "and with the shared prefix"),
     "parallel": ("lab.benchmarks.parallel", "tokens/s, peak memory and bytes sent per rank of each dp x tp layout"),
     "quality": ("lab.benchmarks.quality", "the demo's budget choice trained, held-out bits/byte and wall time"),
+    "quant-quality": ("lab.benchmarks.quant_quality", "held-out bits/byte of a checkpoint in float32, int8 and int4"),
 }
 
 
