@@ -24,11 +24,11 @@ from llama_core.config import TrainConfig
 from llama_core.devices import resolve_device, resolve_dtype
 from llama_core.flops import param_count
 from llama_core.formats import load_model, resolve_path
+from llama_core.formats.lab import TEMPLATE_TEXT, save_run_tokenizer
 from llama_core.lora import LoRAConfig, LoRAModel
 from llama_core.run_folder import RunFolder
 from llama_core.sft import SFTBatches, fit
 from llama_core.sft_data import Examples, read_examples
-from llama_core.tokenizer import SentencePieceTokenizer
 from llama_core.train import TrainResult, build_state, restore, train
 
 # what a base model whose template has no turn boundaries (a lab run, a raw base) is taught
@@ -118,9 +118,6 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
     if base_path.resolve() == run.path.resolve():
         raise ValueError("a run cannot be its own base: give the finetune another --name")
     base = load_model(base_path)
-    if spec.lora is None and not isinstance(base.tokenizer, SentencePieceTokenizer):
-        raise ValueError(f"{base_path}'s tokenizer is not SentencePiece, which is all a run folder holds today; "
-                         "finetune it with LoRA (--lora-rank R), whose run uses the base's own tokenizer")
     template_name = choose_template(spec.template, base.chat_template, str(base_path))
     template = get_template(template_name)
     train_set, val_set = load_conversations(spec)
@@ -160,10 +157,9 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
         run.truncate_after(state.step)
         print(f"resuming {spec.name} from {checkpoint.name}")
     else:
+        base_record = adapted.base_record(base_path, base.format)  # before the run folder exists
         run.path.mkdir(parents=True, exist_ok=True)
-        fingerprint = tok.fingerprint
-        if isinstance(tok, SentencePieceTokenizer):
-            tok.save(run.tokenizer_path)
+        tokenizer = save_run_tokenizer(run, tok)  # the base's, SentencePiece or byte-level BPE
         data = {"mixture": spec.data, "train_conversations": len(train_set.conversations),
                 "val_conversations": len(val_set.conversations), "skipped_lines": train_set.skipped,
                 "train_examples": len(train_fit.examples), "val_examples": len(val_fit.examples),
@@ -173,9 +169,8 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
             "name": spec.name, "kind": "finetune", "preset": f"finetune of {base_path.name}",
             "model": model.config.to_dict(), "train": cfg.to_dict(), "model_overrides": {},
             "params": param_count(model.config), "data": data,
-            "tokenizer": {"path": run.tokenizer_path.name if isinstance(tok, SentencePieceTokenizer) else None,
-                          "fingerprint": fingerprint, "vocab_size": tok.vocab_size},
-            adapted.BASE: adapted.base_record(base_path, base.format), adapted.TEMPLATE: template_name,
+            "tokenizer": tokenizer, adapted.BASE: base_record,
+            adapted.TEMPLATE: template_name, TEMPLATE_TEXT: base.chat_template_text,
             adapted.ADD_BOS: base.add_bos, adapted.LORA: spec.lora.to_dict() if spec.lora else None,
             "finetune": {"data": spec.data, "val_data": spec.val_data, "epochs": spec.epochs,
                          "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)},

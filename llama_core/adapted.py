@@ -22,7 +22,7 @@ def content_hash(path: str | os.PathLike) -> str:
     SHA-256, or for a folder the SHA-256 over its files' names and SHA-256s."""
     path = Path(path)
     run = RunFolder(path)
-    if run.is_run():
+    if run.is_run() and run.checkpoints_path.is_dir():  # a Hugging Face folder has a config.json too
         ckpt = run.latest_valid_checkpoint()
         if ckpt is None:
             raise CheckpointError(f"{path} has no usable checkpoint to finetune")

@@ -4,7 +4,9 @@
         config.json          the run record: spec, model and train configs, tokenizer, hardware, status
         metrics.jsonl        a line per logged step (a line cut by a crash is skipped when read)
         evals.jsonl          a line per `lab eval --suite` of the run (lines written by lab/evals/records.py)
-        tokenizer.model      the run's SentencePiece tokenizer
+        tokenizer.model      the run's SentencePiece tokenizer, or
+        tokenizer.json       a finetune's byte-level BPE one (its base's: SmolLM2, a Hugging Face model);
+                             config.json's `tokenizer` names which, with its bos/eos ids and fingerprint
         checkpoints/step_0000200/
             model.safetensors    weights (a tied output matrix stored once)
             optimizer.pt         optimizer and RNG states (torch.load(weights_only=True))
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CONFIG, METRICS, TOKENIZER, CHECKPOINTS = "config.json", "metrics.jsonl", "tokenizer.model", "checkpoints"
 EVALS = "evals.jsonl"
+TOKENIZER_JSON = "tokenizer.json"
 WEIGHTS, OPTIMIZER, STATE, DCP_DIR = "model.safetensors", "optimizer.pt", "state.json", "dcp"
 # torch.distributed.checkpoint reads this file with a plain pickle.load, which would run any code
 # in it: `verify` vets it first.
@@ -62,6 +65,7 @@ class RunFolder:
         self.config_path = self.path / CONFIG
         self.metrics_path = self.path / METRICS
         self.tokenizer_path = self.path / TOKENIZER
+        self.tokenizer_json_path = self.path / TOKENIZER_JSON
         self.checkpoints_path = self.path / CHECKPOINTS
         self.evals_path = self.path / EVALS
 

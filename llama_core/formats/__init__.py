@@ -95,10 +95,11 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
     template_text, add_bos, recorded = None, True, None
     if fmt == "lab":
         from llama_core.adapted import is_adapted, load_adapted, recorded_chat
-        from llama_core.formats.lab import load_lab
+        from llama_core.formats.lab import load_lab, recorded_template_text
 
         model, tokenizer = (load_adapted if is_adapted(path) else load_lab)(path, device, dtype)
         recorded, add_bos = recorded_chat(path)  # a finetuned run's own template (lab finetune)
+        template_text = recorded_template_text(path)
     elif fmt == "hf":
         from llama_core.formats.hf import hf_tokenizer_config, load_hf
 
