@@ -187,3 +187,12 @@ def test_maj_at_k_votes_over_sampled_chains_of_thought(smollm2):
     assert result["metric"] == "maj@3" and result["temperature"] == 0.6 and result["requests"] == 6
     gold = [answers.gsm8k_gold(p.golds[0]) for p in load_problems(task, "test", 2, 2)]
     assert result["accuracy"] == sum(p == g for p, g in zip(result["predictions"], gold)) / 2
+
+
+def test_the_generation_benchmark_prints_one_json_line(tmp_path, capsys):
+    out = tmp_path / "generate.jsonl"
+    assert main(["bench", "generate", "--task", "naturalqs", "--limit", "3", "--max-new-tokens", "4",
+                 "--threads", "1", "--out", str(out)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record == json.loads(out.read_text().splitlines()[-1]) and record["documents"] == 3
+    assert record["lab_tokens_per_s"] > 0 and 0 <= record["lab_same_texts"] <= 1

@@ -41,9 +41,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.limit < 1 or args.rounds < 1:
         raise ValueError("--limit and --rounds must be positive")
-    tasks = {t.name: t for t in tasks_of("paper")}
+    tasks = {t.name: t for t in tasks_of("paper") if not t.generative}  # `bench generate` times the others
     if args.task not in tasks:
-        raise ValueError(f"unknown task {args.task!r}; choose one of {', '.join(tasks)}")
+        raise ValueError(f"unknown likelihood task {args.task!r}; choose one of {', '.join(tasks)} "
+                         "(generation tasks: lab bench generate)")
     task = tasks[args.task]
     device = resolve_device(args.device)
     loaded = load_model(args.checkpoint, device=device)
