@@ -11,8 +11,6 @@ KINDS = {  # kind -> (module, help)
     "eval": ("lab.benchmarks.eval", "evaluation items/s of the batched scorer (--vs hf: per-request transformers)"),
     "generate": ("lab.benchmarks.generate", "generated tokens/s on a generation benchmark: one at a time, batched, "
                  "and with the shared prefix"),
-    "generate": ("lab.benchmarks.generate", "generated tokens/s on a generation benchmark: one at a time, batched, "
-                 "and with the shared prefix"),
     "parallel": ("lab.benchmarks.parallel", "tokens/s, peak memory and bytes sent per rank of each dp x tp layout"),
     "quality": ("lab.benchmarks.quality", "the demo's budget choice trained, held-out bits/byte and wall time"),
     "quant-quality": ("lab.benchmarks.quant_quality", "held-out bits/byte of a checkpoint in float32, int8 and int4"),
