@@ -81,6 +81,7 @@ def save_quantized(model: Transformer, folder: str | os.PathLike, tokenizer: Tok
     else:
         raise ValueError(f"cannot store a {type(tokenizer).__name__} in a quantized folder")
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in meta_tensors(model).items()}
+    (folder / CONFIG).unlink(missing_ok=True)  # written last: a folder cut short is no checkpoint, not a mix
     atomic_write_bytes(folder / WEIGHTS, save_safetensors(tensors, metadata={"format": "pt"}))
     tokenizer.save(folder / tokenizer_file)
     atomic_write_json(folder / CONFIG, {
