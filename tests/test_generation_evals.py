@@ -197,3 +197,12 @@ def test_the_generation_benchmark_prints_one_json_line(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record == json.loads(out.read_text().splitlines()[-1]) and record["documents"] == 3
     assert record["lab_tokens_per_s"] > 0 and 0 <= record["lab_same_texts"] <= 1
+
+
+def test_only_keeps_the_named_benchmarks_of_a_suite(tmp_path, capsys):
+    assert main(["eval", "--suite", "qa", "--only", "triviaqa", "--limit", "1", "--shots", "0",
+                 "--runs-dir", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(record["results"]) == ["triviaqa"] and record["only"] == ["triviaqa"]
+    assert main(["eval", "--suite", "qa", "--only", "gsm8k", "--runs-dir", str(tmp_path)]) == 2
+    assert "--only gsm8k: not in suite qa (naturalqs, triviaqa)" in capsys.readouterr().err

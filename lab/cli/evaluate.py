@@ -11,9 +11,9 @@ from pathlib import Path
 
 from lab.cli.options import add_threads
 from lab.evals import records
-from lab.evals.harness import evaluate_suite, paper_table
+from lab.evals.harness import evaluate_suite, paper_table, select
 from lab.evals.prompts import check_shots
-from lab.evals.registry import suite_names, tasks_of, user_task
+from lab.evals.registry import suite_names, user_task
 from lab.evals.sandbox import require_sandbox
 from lab.tasks import SHAKESPEARE_TASK
 from llama_core.devices import resolve_device
@@ -32,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--suite", default=None, choices=suite_names(),
                         help="the paper's benchmarks: commonsense (Table 3), qa (Tables 4-5), math (Table 7), "
                              "code (Table 8), mmlu (Table 9), paper (all); --task files join the suite as user tasks")
+    parser.add_argument("--only", default=None, help="with --suite: only these of its benchmarks, comma-separated "
+                        "(e.g. humaneval, or hellaswag,piqa)")
     parser.add_argument("--shots", type=int, default=None,
                         help="with --suite: shots for the benchmarks that take them (default: the paper's, "
                              "MMLU 5, QA 5, GSM8k 8, MATH 4, MBPP 3)")
@@ -82,8 +84,9 @@ def run_suite(args) -> int:
     extra = [user_task(t) for t in args.task or ()]
     for t in extra:  # a bad task file or --shots fails before the model loads
         load_task(t.files["file"])
-    by_name = {t.name: t for t in [*tasks_of(args.suite), *extra]}
-    for t in tasks_of(args.suite):
+    only = args.only.split(",") if args.only else None
+    by_name = {t.name: t for t in [*select(args.suite, only), *extra]}
+    for t in select(args.suite, only):
         if args.shots is not None and t.max_shots:
             check_shots(t, args.shots)
     if any(t.metric == "pass@k" for t in by_name.values()):  # no sandbox, no --allow-unsafe-code: refused here
@@ -100,8 +103,8 @@ def run_suite(args) -> int:
     results = evaluate_suite(ckpt.model, ckpt.tokenizer, args.suite, ckpt.add_bos, split=args.split,
                              limit=args.limit, shots=args.shots, extra_tasks=extra, progress=progress,
                              samples=args.samples, temperature=args.temperature,
-                             allow_unsafe_code=args.allow_unsafe_code)
-    settings = {"split": args.split, "limit": args.limit, "shots": args.shots, "samples": args.samples,
+                             allow_unsafe_code=args.allow_unsafe_code, only=only)
+    settings = {"split": args.split, "limit": args.limit, "shots": args.shots, "only": only, "samples": args.samples,
                 "temperature": args.temperature, "quant": args.quant}
     record = records.make_record(str(ckpt.source), ckpt.format, args.suite, settings, results,
                                  time.perf_counter() - start)

@@ -131,15 +131,17 @@ def evaluate_suite(model: Transformer, tokenizer: Tokenizer, suite: str, add_bos
                    split: str | None = None, limit: int | None = None, shots: int | None = None,
                    extra_tasks: Sequence[Task] = (), token_budget: int = 4096,
                    progress: Progress | None = None, samples: int | None = None,
-                   temperature: float | None = None, allow_unsafe_code: bool = False) -> dict[str, dict]:
+                   temperature: float | None = None, allow_unsafe_code: bool = False,
+                   only: Sequence[str] | None = None) -> dict[str, dict]:
     """Every task of a suite ("paper" for all), plus `extra_tasks`: task name -> result (no predictions).
 
     `shots` applies to the tasks that take shots (MMLU, QA, math, MBPP); zero-shot tasks stay
     zero-shot. `samples` and `temperature` override the generation tasks' own (maj@k, pass@k);
     `allow_unsafe_code` runs code benchmarks where no sandbox is available (lab.evals.sandbox).
+    `only` keeps the suite's benchmarks of these names.
     """
     results = {}
-    for task in [*tasks_of(suite), *extra_tasks]:
+    for task in [*select(suite, only), *extra_tasks]:
         task_shots = shots if (shots is not None and task.max_shots) else None
         if task.generative:
             result = evaluate_generation(model, tokenizer, task, add_bos, split=split, limit=limit, shots=task_shots,
@@ -151,6 +153,18 @@ def evaluate_suite(model: Transformer, tokenizer: Tokenizer, suite: str, add_bos
         result.pop("predictions")
         results[task.name] = result
     return results
+
+
+def select(suite: str, only: Sequence[str] | None = None) -> tuple[Task, ...]:
+    """The suite's tasks, or those of them named in `only` (an unknown name is refused, with the list)."""
+    tasks = tasks_of(suite)
+    if not only:
+        return tasks
+    unknown = set(only) - {t.name for t in tasks}
+    if unknown:
+        raise ValueError(f"--only {', '.join(sorted(unknown))}: not in suite {suite} "
+                         f"({', '.join(t.name for t in tasks)})")
+    return tuple(t for t in tasks if t.name in only)
 
 
 def paper_table(suite: str, results: dict[str, dict], label: str) -> list[dict]:
