@@ -68,6 +68,14 @@ def kind(spec: str) -> str:
         return "path"
 
 
+def default_quantization(spec: str) -> str:
+    """What the Chat page starts with: the checkpoint's own quantization, except 4-bit on a CPU, where
+    no fast int4 kernel exists (llama_core.quantize: about 8x slower per matrix than float32), so a
+    reply would come several times slower than with float weights."""
+    own = own_quantization(spec)
+    return "none" if own == "int4" and resolve_device("auto").type == "cpu" else own
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def own_quantization(spec: str) -> str:
     """The quantization a checkpoint stores its weights in ("int4" for the bundled Q4_1 GGUF, "none"
