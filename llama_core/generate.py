@@ -79,10 +79,11 @@ def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator 
 
 # ------------------------------------------------------------------------------ prefill and decode
 
-def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the prompt (B, T) through the model, filling the KV cache; next-token logits (B, V)."""
-    mask = None if key_mask is None else key_mask[:, :tokens.shape[1]]
-    return model(tokens, key_mask=mask, last_only=True)[0][:, -1]
+def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | None = None, start_pos: int = 0,
+            rope_offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the prompt (B, T) through the model from `start_pos`, filling the KV cache; next-token logits (B, V)."""
+    mask = None if key_mask is None else key_mask[:, :start_pos + tokens.shape[1]]
+    return model(tokens, start_pos=start_pos, key_mask=mask, last_only=True, rope_offset=rope_offset)[0][:, -1]
 
 
 def decode_one_token(model: Transformer, token: torch.Tensor, pos: int,
@@ -161,12 +162,9 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
     rows = torch.arange(B, device=device)  # the original rows still computed
     model.setup_caches(B, total)
     try:
-        if P:
-            model(torch.as_tensor([list(prompts[0][:P])], device=device), last_only=True)  # every row's cache
-            logits = model(tokens, start_pos=P, key_mask=None if mask is None else mask[:, :T],
-                           last_only=True, rope_offset=offset)[0][:, -1]
-        else:
-            logits = prefill(model, tokens, mask)
+        if P:  # one row, written into every row's cache
+            prefill(model, torch.as_tensor([list(prompts[0][:P])], device=device))
+        logits = prefill(model, tokens, mask, start_pos=P, rope_offset=offset)
         for i in range(n_new):
             nxt = sample(logits, sampling, generator)  # (rows,)
             yield nxt if len(rows) == B else torch.zeros(B, dtype=nxt.dtype, device=device).index_copy_(0, rows, nxt)

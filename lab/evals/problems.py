@@ -117,8 +117,8 @@ def _math(task: Task, split: str, limit: int | None, shots: int) -> list[Problem
         head = exemplars(task, relative, shots)
         by_subject.append([Problem(f"{head}Problem:\n{d['problem']}\n\nSolution:", (math_gold(d["solution"]),),
                                    group=subject) for d in read_docs(data_path(relative), per)])
-    problems = [p for i in range(max(map(len, by_subject))) for part in by_subject if i < len(part)
-                for p in [part[i]]]  # round robin over the subjects, so any prefix is spread evenly
+    # round robin over the subjects, so that any prefix is spread evenly
+    problems = [part[i] for i in range(max(map(len, by_subject))) for part in by_subject if i < len(part)]
     return problems[:limit]
 
 
