@@ -3,20 +3,27 @@
 Batch-1 decoding reads every weight once per token, so fewer bytes per weight is more tokens/s.
 `quantize(model, "int8" | "int4")` fuses the projections (llama_core.packing) and replaces every
 linear layer of the blocks and the output head with a quantized one; the norm gains stay their own
-multiply (folding them in would change what is quantized). Activations stay in the compute dtype.
+multiply (folding them in would change what is quantized). Activations stay in the compute dtype,
+except where the fast kernel is int8 x int8 (per-channel int8 on CPU): there each token's
+activations are quantized on the fly with a scale of their own.
 
 - int8, symmetric, per output channel (`group_size=None`) or per group of inputs (GGUF's Q8_0 is
   groups of 32): w = scale * q, q in [-127, 127].
 - int4, asymmetric, per group (32 by default; 64/128 where they divide): w = scale * (q - 8) + zero,
   q in [0, 15], two weights per byte (GGUF's Q4_0/Q4_1 map onto it exactly).
 
-Kernels were picked by measurement on a 2-core x86 CPU (1 thread, one 2048x768 matrix, one token):
-float32 `F.linear` 452 us; fbgemm's dynamic int8 linear 204 us (2.2x faster; it also quantizes the
-activations per token, which the accuracy bound accounts for); aten's `_weight_int8pack_mm` 1517 us
-and `_weight_int4pack_mm_for_cpu` 3853 us (3x and 8x slower than float32); dequantizing per call
-5619 us. So on CPU per-channel int8 runs fbgemm; on CUDA both use aten's weight-only kernels (the
-standard there); grouped int8 has no fast kernel here and dequantizes per call; int4 on CPU keeps
-its 4-bit memory and runs the (slow) aten kernel. `lab bench decode --quant` reports the speeds.
+Kernels were picked by measurement on a 2-core x86 CPU (1 thread, one 2048x768 matrix):
+- int8, one token: float32 `F.linear` 452 us; fbgemm's dynamic int8 linear 204 us (2.2x faster; it
+  quantizes the activations to 256 levels of their range on the fly); aten's weight-only
+  `_weight_int8pack_mm` 1517 us; dequantizing per call 5619 us. Several tokens at once: fbgemm gives
+  the whole input one range, so one token with large activations coarsens all the others (SmolLM2:
+  held-out bits/byte +19% over 512-token windows); `torch._int_mm` with each token's own range
+  (`int8_matmul_per_token`) costs +0.1% and runs near fbgemm's speed from 64 rows up.
+- int4: aten's `_weight_int4pack_mm_for_cpu` took 4.5 ms in float32 but 0.15 ms in bfloat16 (2x
+  faster than float32 `F.linear`), so on CPU int4 computes in bfloat16.
+So on CPU per-channel int8 runs fbgemm for one token and `_int_mm` for several; on CUDA both modes
+use aten's weight-only kernels (the standard there); grouped int8 has no fast kernel and dequantizes
+per call. `lab bench decode --quant` reports the speeds.
 """
 
 from __future__ import annotations
@@ -70,6 +77,32 @@ def dequantize_int4(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) 
     return ((qg - 8) * scales[..., None] + zeros[..., None]).view(out, n_in)
 
 
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q int8 (rows, in), scales (rows, 1), zeros (rows, 1)) with x ~ scales * (q - zeros): each
+    row (token) cut into 256 levels over its own range (0 included), as fbgemm does one tensor."""
+    lo, hi = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
+    scales = (hi - lo).clamp(min=1e-12) / 255
+    zeros = torch.round(-lo / scales) - 128  # q - zeros spans the range with q in [-128, 127]
+    return (torch.round(x / scales) + zeros).clamp(-128, 127).to(torch.int8), scales, zeros
+
+
+def int8_matmul_per_token(x: torch.Tensor, q: torch.Tensor, w_scales: torch.Tensor,
+                          q_sums: torch.Tensor | None = None) -> torch.Tensor:
+    """x (rows, in) float times the per-channel int8 weights (q (out, in), w_scales (out,))^T, as
+    int8 x int8 -> int32 products with each row of x quantized on its own (`quantize_rows`):
+    x W^T ~ xs (xq - xz) (ws q)^T = xs ws (xq q^T - xz sum_i q[:, i]). `q_sums`: q's row sums.
+
+    fbgemm's dynamic kernel gives a whole (rows, in) input one scale, so one token with a large
+    activation coarsens every other token's (on SmolLM2, held-out bits/byte +19% over a 512-token
+    window): several rows take this path instead.
+    """
+    xq, x_scales, x_zeros = quantize_rows(x)
+    if q_sums is None:
+        q_sums = q.sum(1, dtype=torch.int32)
+    acc = torch._int_mm(xq, q.t()).float() - x_zeros * q_sums.float()
+    return acc * x_scales * w_scales
+
+
 def _group(n_in: int, group_size: int, kind: str) -> int:
     if group_size < 1 or n_in % group_size:
         raise ValueError(f"{kind} group size {group_size} does not divide the layer's {n_in} inputs; "
@@ -88,6 +121,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", q)  # int8 (out, in)
         self.register_buffer("scales", scales.float())  # (out, groups)
         self._fbgemm = None
+        self._sums = None
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, group_size: int | None = None) -> Int8Linear:
@@ -103,12 +137,21 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         per_channel = self.scales.shape[1] == 1
         if per_channel and x.device.type == "cpu" and x.dtype == torch.float32:
-            return torch.ops.quantized.linear_dynamic(x, self._fbgemm_weight())
+            flat = x.reshape(-1, self.in_features)
+            if flat.shape[0] == 1:  # one token: fbgemm's per-tensor activation scale is per token
+                return torch.ops.quantized.linear_dynamic(x, self._fbgemm_weight())
+            y = int8_matmul_per_token(flat, self.weight, self.scales[:, 0], self._row_sums())
+            return y.view(*x.shape[:-1], self.out_features)
         if per_channel and x.device.type == "cuda":
             flat = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight,
                                                        self.scales[:, 0].to(x.dtype))
             return flat.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.dequantize().to(x.dtype))
+
+    def _row_sums(self) -> torch.Tensor:
+        if self._sums is None:
+            self._sums = self.weight.sum(1, dtype=torch.int32)
+        return self._sums
 
     def _fbgemm_weight(self):
         if self._fbgemm is None:
@@ -152,24 +195,26 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        packed, scales_zeros = self._kernel_weights(x)
         if x.device.type == "cuda":
+            packed, scales_zeros = self._kernel_weights(x.device, x.dtype)
             y = torch.ops.aten._weight_int4pack_mm(flat, packed, self.group_size, scales_zeros)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, self.group_size, scales_zeros)
+        else:  # the CPU kernel is fast in bfloat16 only (float32 measured 30x slower): compute in it
+            packed, scales_zeros = self._kernel_weights(x.device, torch.bfloat16)
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), packed, self.group_size,
+                                                           scales_zeros).to(x.dtype)
         return y.view(*x.shape[:-1], self.out_features)
 
-    def _kernel_weights(self, x: torch.Tensor):
+    def _kernel_weights(self, device: torch.device, dtype: torch.dtype):
         """The aten kernel's own packing of the weights, built once per device and dtype."""
-        key = (x.device, x.dtype)
+        key = (device, dtype)
         if self._kernel is None or self._kernel[0] != key:
             q = unpack_nibbles(self.weight).to(torch.int32)
-            if x.device.type == "cuda":
-                packed = torch.ops.aten._convert_weight_to_int4pack(q.to(x.device), 8)
+            if device.type == "cuda":
+                packed = torch.ops.aten._convert_weight_to_int4pack(q.to(device), 8)
             else:
                 packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
             scales_zeros = torch.stack([self.scales, self.zeros], -1).transpose(0, 1).contiguous()  # (G, out, 2)
-            self._kernel = (key, packed, scales_zeros.to(x.dtype))
+            self._kernel = (key, packed, scales_zeros.to(dtype))
         return self._kernel[1], self._kernel[2]
 
     def extra_repr(self) -> str:

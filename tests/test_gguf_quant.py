@@ -1,6 +1,6 @@
 """GGUF's Q4_0/Q4_1/Q8_0 blocks load straight into quantized layers: no float32 copy of those
 weights exists, each layer decodes to exactly the format's values, and the logits are the
-dequantized model's to the kernels' float rounding."""
+dequantized model's to the kernels' compute precision."""
 
 import copy
 
@@ -54,8 +54,10 @@ def test_kept_quantized_logits_equal_the_dequantized_models(written, sp_tokenize
     with torch.no_grad():
         expected, _ = floats(tokens)
         got, _ = model(tokens)
-    # the same weights, summed in another order by the int4/int8 kernels
-    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    # the same weights; on CPU the int4 kernel computes in bfloat16 (8 significant bits: activations,
+    # scales and outputs each rounded by at most 2^-9 of themselves), so the logits agree to a few
+    # bfloat16 steps of their scale, not to float32's
+    assert (got - expected).abs().max().item() <= 2**-7 * expected.abs().max().item()
     # and decoding runs on it (the cached path through the same layers)
     from llama_core.generate import Sampling, generate
 

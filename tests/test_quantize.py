@@ -18,6 +18,7 @@ from llama_core.quantize import (
     quantize,
     quantize_int4,
     quantize_int8,
+    unpack_nibbles,
     weight_bytes,
 )
 
@@ -47,25 +48,45 @@ def test_int4_rounds_each_weight_to_its_nearest_step(group):
     assert torch.equal(layer.dequantize(), dequantize_int4(q, scales, zeros))
 
 
-@pytest.mark.parametrize("make", [lambda w: Int8Linear.from_float(w, 32), lambda w: Int4Linear.from_float(w, 32)],
-                         ids=["int8-group32", "int4-group32"])
-def test_a_weight_only_linear_is_its_dequantized_matmul(make):
+def test_grouped_int8_is_its_dequantized_matmul():
     w, x = _w(), torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(1))
-    layer = make(w)
+    layer = Int8Linear.from_float(w, 32)
     expected = x @ layer.dequantize().t()
     # only float32 summation order differs from the reference product
     assert (layer(x) - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
 
 
-def test_per_channel_int8_on_cpu_is_within_the_activation_step():
-    w, x = _w(), torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("rows", [1, 5])
+def test_int4_is_its_dequantized_matmul_to_the_compute_dtype(rows):
+    w, x = _w(), torch.randn(rows, 64, generator=torch.Generator().manual_seed(1))
+    layer = Int4Linear.from_float(w, 32)
+    expected = x @ layer.dequantize().t()
+    # On CPU the kernel runs in bfloat16 (8 significant bits): the activations, each weight's scale,
+    # zero point and dequantized value, and the output are each rounded once, by at most 2^-9 of
+    # themselves; every input term |x_i| (|(q - 8) s| + |z|) bounds its weight's share of the first
+    # four, and |output| the last. (On CUDA, in float32 inputs, this bound is loose.)
+    step = layer.scales.repeat_interleave(32, 1)
+    magnitude = ((unpack_nibbles(layer.weight).float() - 8) * step).abs() + layer.zeros.repeat_interleave(32, 1).abs()
+    bound = 4 * 2**-9 * (x.abs() @ magnitude.t()) + 2**-9 * expected.abs()
+    assert ((layer(x) - expected).abs() <= bound * 1.01 + 1e-6).all()
+
+
+def test_per_channel_int8_on_cpu_is_within_each_tokens_activation_step():
+    w = _w()
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    x[2] *= 100  # one token with large activations must not coarsen the others'
     layer = Int8Linear.from_float(w)
     expected = x @ layer.dequantize().t()
-    # fbgemm quantizes the activations per tensor to 256 levels: each input moves by at most half a
-    # level, so each output by at most that times the row's sum of |weights| (plus float rounding)
-    half_level = (x.max() - x.min()) / 255 / 2
-    bound = half_level * layer.dequantize().abs().sum(1) * (1 + 1e-3) + 1e-5
-    assert ((layer(x) - expected).abs() <= bound).all()
+    row_sums = layer.dequantize().abs().sum(1)
+    # several tokens: each row's activations are quantized on their own, its range (with 0) cut into
+    # 255 steps; an input moves by at most half a step, each output by at most that times the row's
+    # sum of |weights| (plus float rounding)
+    span = x.amax(1, keepdim=True).clamp(min=0) - x.amin(1, keepdim=True).clamp(max=0)
+    assert ((layer(x) - expected).abs() <= span / 255 / 2 * row_sums * (1 + 1e-3) + 1e-5).all()
+    # one token (fbgemm): its range cut into 255 steps, 127 where fbgemm reduces the range
+    one = x[:1]
+    half_level = (one.max().clamp(min=0) - one.min().clamp(max=0)) / 127 / 2
+    assert ((layer(one) - one @ layer.dequantize().t()).abs() <= half_level * row_sums * (1 + 1e-3) + 1e-5).all()
 
 
 def test_bad_group_sizes_and_modes_are_clear_errors():
