@@ -125,21 +125,6 @@ def measured_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.f
     return 2 * n**3 / best
 
 
-@cache
-def measured_bandwidth(device_type: str = "cpu", mbytes: int = 256, seconds: float = 0.5) -> float:
-    """Bytes/s of a large copy (read + write), the practical memory bandwidth for MBU."""
-    device = torch.device(device_type)
-    src = torch.empty(mbytes * 2**20 // 4, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        dst.copy_(src)
-        reps += 1
-    synchronize(device)
-    return 2 * src.numel() * 4 * reps / (time.perf_counter() - start)
-
-
 def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     """(peak FLOP/s, where the figure comes from) for MFU on this device and dtype."""
     if device.type == "cuda":
@@ -148,14 +133,6 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
             scale = 1.0 if dtype in (torch.bfloat16, torch.float16) else 0.5  # TF32 is half the rate
             return peak.bf16_flops * scale, f"datasheet {peak.name}"
     return measured_matmul_flops(device.type, dtype), "measured matmul"
-
-
-def peak_bandwidth(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        peak = gpu_peak(device_name(device))
-        if peak is not None:
-            return peak.bytes_per_s, f"datasheet {peak.name}"
-    return measured_bandwidth(device.type), "measured copy"
 
 
 def synchronize(device: torch.device) -> None:

@@ -5,11 +5,13 @@ model of the preset's shape, packed for decoding (llama_core.packing) or quantiz
 (llama_core.quantize, `--quant int8|int4|all`), runs greedy decoding of `--new` tokens after a
 `--prompt`-token prompt (prefill included in the time). `--checkpoint` times a real checkpoint's
 weights instead (SmolLM2, a run, a quantized folder): a checkpoint stored quantized keeps its own
-blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`, transformers' `generate`
-runs on the same weights in the same process. Every side is interleaved round by round so that
-load on a shared machine hits all alike, and reports its best round. MBU counts the bytes of the
-weights a step reads in their stored form, plus the mean KV cache, against the measured (or
-datasheet) memory bandwidth."""
+blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`,
+transformers' `generate` runs on the same weights in the same process. Every side is interleaved
+round by round so that load on a shared machine hits all alike, and reports its best round. MBU
+counts the bytes of the weights a step reads in their stored form, plus the mean KV cache, against
+the bandwidth a one-row product reaches over weights larger than the cache (llama_core.bandwidth;
+a GPU's datasheet figure). `--profile` adds where one decode step's time goes
+(lab.benchmarks.profile_step)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,16 @@ import copy
 import functools
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from lab.benchmarks.profile_step import format_profile, profile_decode
+from llama_core.bandwidth import peak_bandwidth
 from llama_core.config import get_preset
-from llama_core.devices import device_name, peak_bandwidth, resolve_device, synchronize
+from llama_core.devices import device_name, resolve_device, synchronize
 from llama_core.flops import decode_bytes_per_token, kv_cache_bytes, mbu
 from llama_core.formats import load_model, resolve_path
 from llama_core.formats.quantized import stored_quantization
@@ -33,6 +38,7 @@ from llama_core.quantize import MODES, for_decoding, weight_bytes
 from llama_core.run_folder import append_jsonl, bench_path
 
 DEFAULT_OUT = bench_path("runs", "decode")
+PROFILE_STEPS = 8  # decode steps profiled with --profile (at most --new)
 
 
 def add_arguments(parser) -> None:
@@ -47,6 +53,8 @@ def add_arguments(parser) -> None:
                         help="weight quantization of the lab's model (all: float32, int8 and int4 side by side)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", action="store_true", help="after timing, profile a few decode steps of "
+                        "each quantization: where one step's time goes (printed, and under 'profile' in the line)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSONL file the line is appended to")
 
 
@@ -86,7 +94,7 @@ def run(args) -> int:
             out = fn()
             synchronize(device)
             best[name] = max(best.get(name, 0.0), len(out) / (time.perf_counter() - start))
-    bandwidth, bandwidth_source = peak_bandwidth(device)
+    bandwidth, bandwidth_source = peak_bandwidth(device, args.threads)
     kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=4)
     for mode, quantized in models.items():
         step_bytes = step_weight_bytes(quantized) + kv_bytes
@@ -102,6 +110,9 @@ def run(args) -> int:
         if mode != "none" and "none" in best:
             record["speedup_vs_float32"] = round(best[mode] / best["none"], 2)
             record["same_tokens_as_float32"] = tokens[mode] == tokens["none"]
+        if args.profile:
+            record["profile"] = profile_decode(quantized, prompt, min(args.new, PROFILE_STEPS), device)
+            print(format_profile(record["profile"], f"{args.checkpoint or args.preset} {mode}"), file=sys.stderr)
         if "hf" in best:
             record.update(hf_tokens_per_s=round(best["hf"], 1), speedup_vs_hf=round(best[mode] / best["hf"], 2),
                           hf_mbu=round(mbu(best["hf"], decode_bytes_per_token(cfg, args.prompt + args.new // 2, 4),
