@@ -7,9 +7,9 @@ every module's forward as a profiler range for the profiled steps only:
 - "attention": RoPE, the KV cache writes, scores, softmax and the weighted sum (its linears excluded)
 - "norms / elementwise": RMSNorm, the feed-forward's SiLU and product, the residual adds
 - "other": the embedding, the step's own Python, picking the next token
-A range's own self time (Python and dispatch between its ops) counts for its part too, so the parts
-add up to the profiled step. The profiler slows small ops, so `step_ms` (the same steps without it)
-is given beside `profiled_step_ms`.
+A range's own self time (Python between its ops) counts for its part too, and is also given on its
+own (`python_ms_per_token`), so the parts add up to the profiled step. The profiler and its marks
+slow small ops, so `step_ms` (the same steps without them) is given beside `profiled_step_ms`.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _mark_modules(model: nn.Module) -> list:
 def summarize(events, steps: int, step_s: float, cuda: bool = False, top: int = 8) -> dict:
     """The profile record from the profiler's events: each event's self time (CPU; on CUDA also the
     device's) to the group of its innermost marked range, inside the marked steps only."""
-    cpu_us, device_us = defaultdict(float), defaultdict(float)
+    cpu_us, device_us, python_us = defaultdict(float), defaultdict(float), defaultdict(float)
     op_us, op_calls, op_group = defaultdict(float), defaultdict(int), {}
     for event in events:
         group = _group_of(event)
@@ -108,7 +108,9 @@ def summarize(events, steps: int, step_s: float, cuda: bool = False, top: int = 
             continue
         cpu_us[group] += event.self_cpu_time_total
         device_us[group] += event.self_device_time_total if cuda else 0.0
-        if not event.name.startswith((_PREFIX, _STEP)):
+        if event.name.startswith((_PREFIX, _STEP)):  # a range's own time: Python between its ops
+            python_us[group] += event.self_cpu_time_total
+        else:
             op_us[event.name] += event.self_cpu_time_total
             op_calls[event.name] += 1
             op_group.setdefault(event.name, group)
@@ -120,7 +122,7 @@ def summarize(events, steps: int, step_s: float, cuda: bool = False, top: int = 
 
     groups = []
     for g in GROUPS:
-        entry = row(g, cpu_us.get(g, 0.0))
+        entry = {**row(g, cpu_us.get(g, 0.0)), "python_ms_per_token": round(python_us.get(g, 0.0) * per_token, 4)}
         if cuda:
             entry["device_ms_per_token"] = round(device_us.get(g, 0.0) * per_token, 4)
         groups.append(entry)
@@ -147,8 +149,9 @@ def format_profile(profile: dict, title: str) -> str:
     """A compact text table of a `profile_decode` record."""
     lines = [f"{title}: one decode step {profile['step_ms']:.2f} ms ({profile['profiled_step_ms']:.2f} ms "
              f"profiled, {profile['steps']} steps, {profile['time']})",
-             f"  {'part':<34}{'ms/token':>10}{'share':>9}"]
-    lines += [f"  {g['name']:<34}{g['ms_per_token']:>10.3f}{g['share']:>8.1f}%" for g in profile["groups"]]
+             f"  {'part':<34}{'ms/token':>10}{'share':>9}  of which Python between ops (ms)"]
+    lines += [f"  {g['name']:<34}{g['ms_per_token']:>10.3f}{g['share']:>8.1f}%  {g['python_ms_per_token']:>10.3f}"
+              for g in profile["groups"]]
     lines.append(f"  {'top ops':<34}{'ms/token':>10}{'share':>9}  calls/token  part")
     lines += [f"  {o['name'][:34]:<34}{o['ms_per_token']:>10.3f}{o['share']:>8.1f}%  {o['calls_per_token']:>11.1f}"
               f"  {o['group']}" for o in profile["top_ops"]]
