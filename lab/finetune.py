@@ -27,7 +27,7 @@ from llama_core.formats import load_model, resolve_path
 from llama_core.formats.lab import TEMPLATE_TEXT, save_run_tokenizer
 from llama_core.lora import LoRAConfig, LoRAModel
 from llama_core.run_folder import RunFolder
-from llama_core.sft import SFTBatches, fit
+from llama_core.sft import DEFAULT_LAYOUT, SFTBatches, fit
 from llama_core.sft_data import Examples, read_examples
 from llama_core.train import TrainResult, build_state, restore, train
 
@@ -52,6 +52,7 @@ class FinetuneSpec:
     lr: float | None = None
     skip_bad_lines: bool = False
     val_percent: int = 10
+    layout: str = DEFAULT_LAYOUT  # llama_core.sft: pack examples into rows, or pad each to its own
     train_overrides: tuple[tuple[str, str], ...] = ()  # (field, text) from --train.FIELD=VALUE
 
 
@@ -125,8 +126,10 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
     tok, pad = base.tokenizer, base.tokenizer.eos_id or 0
     train_fit = fit(template, train_set.conversations, tok, seq_len + 1, base.add_bos)
     val_fit = fit(template, val_set.conversations, tok, seq_len + 1, base.add_bos)
-    train_batches = SFTBatches(train_fit.examples, spec.batch_size, seed=1337, pad_id=pad)
-    val_batches = SFTBatches(val_fit.examples, spec.batch_size, pad_id=pad, shuffle=False)
+    train_batches = SFTBatches(train_fit.examples, spec.batch_size, seed=1337, pad_id=pad, layout=spec.layout,
+                               width=seq_len)
+    val_batches = SFTBatches(val_fit.examples, spec.batch_size, pad_id=pad, shuffle=False, layout=spec.layout,
+                             width=seq_len)
     # train() counts batch_size x seq_len tokens a row: the widest row, not the context, keeps that
     # (and tokens/s, MFU) an upper bound near the truth
     widest = max(len(e.ids) for e in train_fit.examples) - 1
@@ -136,6 +139,9 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
         recorded = run.read_config()
         if recorded["base"]["sha256"] != adapted.content_hash(base_path) or recorded["finetune"]["data"] != spec.data:
             raise ValueError(f"cannot resume {spec.name}: its base or data differ from the recorded ones")
+        if recorded["finetune"].get("layout", "pad") != spec.layout:
+            raise ValueError(f"cannot resume {spec.name}: it was trained with --layout "
+                             f"{recorded['finetune'].get('layout', 'pad')}; resume with the same layout")
         cfg = TrainConfig.from_dict({**recorded["train"], **{k: v for k, v in cfg.to_dict().items()
                                                            if k in ("device", "dtype", "eval_every", "log_every")}})
     if spec.lora and cfg.activation_checkpointing != "none":
@@ -172,7 +178,7 @@ def run_finetune(spec: FinetuneSpec, runs_dir: Path = DEFAULT_RUNS_DIR, resume: 
             "tokenizer": tokenizer, adapted.BASE: base_record,
             adapted.TEMPLATE: template_name, TEMPLATE_TEXT: base.chat_template_text,
             adapted.ADD_BOS: base.add_bos, adapted.LORA: spec.lora.to_dict() if spec.lora else None,
-            "finetune": {"data": spec.data, "val_data": spec.val_data, "epochs": spec.epochs,
+            "finetune": {"data": spec.data, "val_data": spec.val_data, "epochs": spec.epochs, "layout": spec.layout,
                          "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad)},
             "hardware": hardware_record(device, dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "status": "running"})

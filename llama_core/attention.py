@@ -69,14 +69,18 @@ def resolve_backend(backend: str, q: torch.Tensor, need_weights: bool = False) -
 
 
 def causal_mask(n_queries: int, n_keys: int, q_start: int, device: torch.device,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask (True = attend), shape (T, S) or (B, 1, T, S) with `key_mask` (B, S).
+                key_mask: torch.Tensor | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask (True = attend), shape (T, S), or (B, 1, T, S) with `key_mask` or `segments` (B, S).
 
-    Query i sits at position q_start + i and sees keys 0 .. q_start + i (real ones only).
+    Query i sits at slot q_start + i and sees keys 0 .. q_start + i (real ones only, and with
+    `segments` only those of its own segment: packed examples never see each other).
     """
     q_pos = torch.arange(q_start, q_start + n_queries, device=device)[:, None]
     k_pos = torch.arange(n_keys, device=device)[None, :]
     mask = k_pos <= q_pos  # (T, S)
+    if segments is not None:
+        own = segments[:, q_start:q_start + n_queries]  # (B, T): each query's segment
+        mask = mask & (own[:, None, :, None] == segments[:, None, None, :])  # (B, 1, T, S)
     if key_mask is not None:
         # a padding query still sees itself, so no row is all -inf (NaN through softmax)
         mask = (mask & key_mask[:, None, None, :].bool()) | (k_pos == q_pos)
@@ -84,13 +88,14 @@ def causal_mask(n_queries: int, n_keys: int, q_start: int, device: torch.device,
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = "auto",
-           q_start: int = 0, key_mask: torch.Tensor | None = None,
+           q_start: int = 0, key_mask: torch.Tensor | None = None, segments: torch.Tensor | None = None,
            return_weights: bool = False):
     """Causal attention of q (B, H, T, D) over k, v (B, Hkv, S, D); H a multiple of Hkv.
 
-    Keys sit at positions 0..S-1 and queries at q_start..q_start+T-1. `key_mask` (B, S), True
-    where a key is real, hides padding. Returns (B, H, T, D), and with `return_weights` also the
-    attention weights (B, H, T, S) (eager only).
+    Keys sit at slots 0..S-1 and queries at q_start..q_start+T-1. `key_mask` (B, S), True
+    where a key is real, hides padding. `segments` (B, S) labels each slot's example in a packed
+    row (one id per contiguous run): a query attends only within its own. Returns (B, H, T, D),
+    and with `return_weights` also the attention weights (B, H, T, S) (eager only).
     """
     B, H, T, D = q.shape
     S, Hkv = k.shape[2], k.shape[1]
@@ -98,23 +103,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str = 
         raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({Hkv})")
     if q_start + T > S:
         raise ValueError(f"queries reach position {q_start + T - 1} but only {S} keys were given")
+    if segments is not None and segments.shape != (B, S):
+        raise ValueError(f"segments must label every key slot, shape ({B}, {S}); got {tuple(segments.shape)}")
     chosen = resolve_backend(backend, q, need_weights=return_weights)
     if chosen == "eager":
-        out, weights = _eager(q, k, v, q_start, key_mask)
+        out, weights = _eager(q, k, v, q_start, key_mask, segments)
         return (out, weights) if return_weights else out
     if chosen == "xformers":
-        return _xformers(q, k, v, q_start, key_mask)
-    return _sdpa(q, k, v, q_start, key_mask)
+        return _xformers(q, k, v, q_start, key_mask, segments)
+    return _sdpa(q, k, v, q_start, key_mask, segments)
 
 
-def _sdpa(q, k, v, q_start, key_mask):
+def _sdpa(q, k, v, q_start, key_mask, segments=None):
     T, S = q.shape[2], k.shape[2]
     gqa = q.shape[1] != k.shape[1]
-    if key_mask is None and T == S:
+    plain = key_mask is None and segments is None
+    if plain and T == S:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    if key_mask is None and T == 1:  # one new token sees every cached key: no mask at all
+    if plain and T == 1:  # one new token sees every cached key: no mask at all
         return _one_query(q, k, v)
-    mask = causal_mask(T, S, q_start, q.device, key_mask)
+    mask = causal_mask(T, S, q_start, q.device, key_mask, segments)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
@@ -129,29 +137,38 @@ def _one_query(q, k, v):
     return (probs @ v).view(B, H, 1, D)
 
 
-def _eager(q, k, v, q_start, key_mask):
+def _eager(q, k, v, q_start, key_mask, segments=None):
     T, S = q.shape[2], k.shape[2]
     k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
     scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    mask = causal_mask(T, S, q_start, q.device, key_mask)
+    mask = causal_mask(T, S, q_start, q.device, key_mask, segments)
     scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no visible key: all-zero
     return (weights.to(v.dtype) @ v), weights
 
 
-def _xformers(q, k, v, q_start, key_mask):
+def _xformers(q, k, v, q_start, key_mask, segments=None):
     import xformers.ops as xops
-    from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask
+    from xformers.ops.fmha.attn_bias import BlockDiagonalCausalMask, LowerTriangularFromBottomRightMask
 
-    T, S = q.shape[2], k.shape[2]
-    if key_mask is not None or q_start + T != S:
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    if key_mask is not None or q_start + T != S or (segments is not None and T != S):
         # padding masks and partial key windows are generation-time shapes: SDPA serves them
-        return _sdpa(q, k, v, q_start, key_mask)
-    k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])
-    bias = LowerTriangularFromBottomRightMask() if T > 1 else None
-    out = xops.memory_efficient_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias)  # (B, T, H, D)
-    return out.transpose(1, 2)
+        return _sdpa(q, k, v, q_start, key_mask, segments)
+    k, v = repeat_kv(k, H).transpose(1, 2), repeat_kv(v, H).transpose(1, 2)  # (B, S, H, D)
+    q = q.transpose(1, 2)
+    if segments is None:
+        bias = LowerTriangularFromBottomRightMask() if T > 1 else None
+        return xops.memory_efficient_attention(q, k, v, attn_bias=bias).transpose(1, 2)
+    # packed rows: every row's runs of one segment, end to end, as one block-diagonal causal sequence
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    edges = [*starts.flatten().nonzero().flatten().tolist(), B * T]
+    bias = BlockDiagonalCausalMask.from_seqlens([b - a for a, b in zip(edges, edges[1:])])
+    out = xops.memory_efficient_attention(q.reshape(1, B * T, H, D), k.reshape(1, B * T, H, D),
+                                          v.reshape(1, B * T, H, D), attn_bias=bias)  # (1, B*T, H, D)
+    return out.view(B, T, H, D).transpose(1, 2)
 
 
 def repeat_kv(x: torch.Tensor, n_heads: int) -> torch.Tensor:

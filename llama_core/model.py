@@ -99,14 +99,15 @@ class Attention(nn.Module):
         k = apply_rope(k.view(B, T, self.n_kv_heads, self.head_dim), rotation)
         return q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None):
+    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None, segments=None):
         B, T, _ = x.shape
         q, k, v = self.qkv(x, rotation)
         if self.cache is not None:
             k, v = self.cache.update(start_pos, k, v)
         elif start_pos:
             raise ValueError("start_pos > 0 needs a KV cache (see llama_core.generate)")
-        y = attend(q, k, v, backend=backend, q_start=start_pos, key_mask=key_mask)  # (B, H, T, D)
+        y = attend(q, k, v, backend=backend, q_start=start_pos, key_mask=key_mask,
+                   segments=segments)  # (B, H, T, D)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -138,8 +139,9 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None):
-        h = x + self.attention(self.attention_norm(x), rotation, start_pos, backend, key_mask)
+    def forward(self, x, rotation, start_pos: int, backend: str, key_mask=None, segments=None):
+        # segments by keyword: tensor parallelism lays out the attention's positional inputs
+        h = x + self.attention(self.attention_norm(x), rotation, start_pos, backend, key_mask, segments=segments)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -172,33 +174,40 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
                 key_mask: torch.Tensor | None = None, last_only: bool = False,
-                rope_offset: torch.Tensor | None = None):
-        """tokens (B, T) at positions start_pos.. -> (logits (B, T, V), loss or None).
+                rope_offset: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None):
+        """tokens (B, T) at slots start_pos.. -> (logits (B, T, V), loss or None).
 
         `targets` (B, T) gives the mean cross-entropy (ignore_index -100); a fused loss head
         (installed for training) returns no logits. With a KV cache (`setup_caches`) the tokens
-        attend to every cached position before start_pos: this is how generation decodes.
-        `key_mask` (B, S) marks real (non-padding) positions for batched generation;
+        attend to every cached slot before start_pos: this is how generation decodes.
+        `key_mask` (B, S) marks real (non-padding) slots for batched generation;
         `last_only` gives the logits (B, 1, V) of the last position alone (a prompt's prefill).
-        `rope_offset` (B,) places row b's tokens rope_offset[b] positions before their cache slots:
-        the padding between a shared prefix and a row's own tokens does not count as distance.
+        A token's RoPE position is its slot, unless `rope_offset` (B,) places row b's tokens
+        rope_offset[b] positions before their cache slots (the padding between a shared prefix and
+        a row's own tokens does not count as distance) or `positions` (B, T) gives each one.
+        `segments` (B, S) labels the examples packed into a row: a token attends only within its
+        own (llama_core.sft packs with positions restarting at 0 and a segment id per example).
         """
         B, T = tokens.shape
         if start_pos + T > self.config.max_seq_len:
             raise ValueError(f"sequence reaches position {start_pos + T} but the model's context "
                              f"(max_seq_len) is {self.config.max_seq_len}; shorten the input")
+        if positions is not None and rope_offset is not None:
+            raise ValueError("give a row's RoPE positions either as rope_offset or as positions, not both")
         # e^(i m theta_j) for each position m: rotating a pair is one complex multiply
-        if rope_offset is None:
+        if positions is None and rope_offset is None:
             rotation = torch.complex(self.rope_cos[start_pos:start_pos + T].float(),
                                      self.rope_sin[start_pos:start_pos + T].float())  # (T, D/2)
         else:
-            slots = torch.arange(start_pos, start_pos + T, device=tokens.device)
-            pos = (slots[None] - rope_offset.to(tokens.device)[:, None]).clamp(min=0)  # (B, T); padding clamps
-            rotation = torch.complex(self.rope_cos[pos].float(), self.rope_sin[pos].float())  # (B, T, D/2)
+            if positions is None:
+                slots = torch.arange(start_pos, start_pos + T, device=tokens.device)
+                positions = (slots[None] - rope_offset.to(tokens.device)[:, None]).clamp(min=0)  # padding clamps
+            rotation = torch.complex(self.rope_cos[positions].float(), self.rope_sin[positions].float())  # (B, T, D/2)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         backend = resolve_backend(self.attn_backend, h)  # once, not per layer
         for layer in self.layers:
-            h = layer(h, rotation, start_pos, backend, key_mask)
+            h = layer(h, rotation, start_pos, backend, key_mask, segments)
         h = self.norm(h[:, -1:] if last_only else h)
         if targets is None:
             return self.output(h), None  # logits (B, T, V)

@@ -87,6 +87,14 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def on_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(x, y, forward's keyword tensors) on `device`; a packed batch adds its positions and segments
+    (llama_core.sft), any other batch is (x, y)."""
+    x, y, *extra = batch
+    moved = {k: v.to(device, non_blocking=True) for k, v in (extra[0] if extra else {}).items()}
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True), moved
+
+
 def train_step(state: TrainState, cfg: TrainConfig, device: torch.device,
                dtype: torch.dtype = torch.float32) -> StepResult:
     """One optimizer step: `cfg.grad_accum` micro-batches, clipping, AdamW at lr_at(step).
@@ -99,10 +107,9 @@ def train_step(state: TrainState, cfg: TrainConfig, device: torch.device,
     state.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
     for _ in range(cfg.grad_accum):
-        x, y = next(state.sampler)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y, extra = on_device(next(state.sampler), device)
         with autocast_context(device, dtype):
-            _, loss = state.forward(x, y)
+            _, loss = state.forward(x, y, **extra)
         (loss / cfg.grad_accum).backward()
         total += loss.detach() / cfg.grad_accum
     # sharded (DTensor) gradients give the global norm, so every rank clips by the same factor
@@ -132,9 +139,9 @@ def evaluate(model: torch.nn.Module, sampler: BatchSampler, n_batches: int, devi
     model.eval()
     losses = []
     for i in range(n_batches):
-        x, y = sampler.batch_at(i)
+        x, y, extra = on_device(sampler.batch_at(i), device)
         with autocast_context(device, dtype):
-            _, loss = model(x.to(device), y.to(device))
+            _, loss = model(x, y, **extra)
         losses.append(loss.item())
     model.train(was_training)
     return distributed.mean_over_ranks(sum(losses) / len(losses))

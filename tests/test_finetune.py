@@ -103,8 +103,8 @@ def test_lora_step_changes_only_adapters_and_merge_equals_adapted_logits():
 
 def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_path, base_run, data, monkeypatch):
     weights = (RunFolder(base_run).checkpoints()[-1] / "model.safetensors").read_bytes()
-    result = run_finetune(spec(data, base_run, "lora", lora=LoRAConfig(rank=4, alpha=8.0), epochs=1),
-                          tmp_path / "runs", progress=False)
+    lora = spec(data, base_run, "lora", lora=LoRAConfig(rank=4, alpha=8.0), epochs=1, layout="pad")  # padded rows
+    result = run_finetune(lora, tmp_path / "runs", progress=False)
     assert result.status == "finished" and result.step == 6
     run = RunFolder(tmp_path / "runs" / "lora")
     config = run.read_config()
@@ -115,8 +115,7 @@ def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_p
     assert (RunFolder(base_run).checkpoints()[-1] / "model.safetensors").read_bytes() == weights
     curve = resume_curve(run.read_metrics())  # resumed from its middle checkpoint: the same curve
     shutil.rmtree(run.checkpoints()[-1])
-    run_finetune(spec(data, base_run, "lora", lora=LoRAConfig(rank=4, alpha=8.0), epochs=1), tmp_path / "runs",
-                 resume=True, progress=False)
+    run_finetune(lora, tmp_path / "runs", resume=True, progress=False)
     assert resume_curve(run.read_metrics()) == curve
     saved = ckpt.read_weights(run.checkpoints()[-1])
     loaded = load_model(run.path)

@@ -14,6 +14,7 @@ from lab.experiment import parse_overrides
 from lab.finetune import FinetuneSpec, lora_spec, run_finetune
 from llama_core.chat import TEMPLATES
 from llama_core.lora import DEFAULT_TARGETS, TARGETABLE
+from llama_core.sft import DEFAULT_LAYOUT, LAYOUTS
 
 ACCEPTS_OVERRIDES = True
 
@@ -36,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=None, help="longest example in tokens (default: the context)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4 full, 1e-3 LoRA)")
+    parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=LAYOUTS, help="pack: examples end to end in "
+                        "rows of the context, kept apart by the attention mask; pad: a row each, padded "
+                        f"(default {DEFAULT_LAYOUT}, the faster where measured: llama_core/sft.py)")
     parser.add_argument("--skip-bad-lines", action="store_true", help="leave malformed lines out (reported) "
                         "instead of stopping at the first")
     parser.add_argument("--compare", type=int, default=200, help="held-out questions to score the base and the "
@@ -54,7 +58,7 @@ def run(args) -> int:
     spec = FinetuneSpec(name=args.name, checkpoint=args.checkpoint, data=args.data, val_data=args.val_data,
                         template=args.template, lora=lora_spec(args.lora_rank, args.lora_alpha, args.lora_targets),
                         epochs=args.epochs, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                        skip_bad_lines=args.skip_bad_lines,
+                        skip_bad_lines=args.skip_bad_lines, layout=args.layout,
                         train_overrides=tuple((k.removeprefix("train."), v) for k, v in overrides.items()))
     result = run_finetune(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet)
     run_dir = Path(args.runs_dir) / args.name
