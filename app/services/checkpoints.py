@@ -69,11 +69,9 @@ def kind(spec: str) -> str:
 
 
 def default_quantization(spec: str) -> str:
-    """What the Chat page starts with: the checkpoint's own quantization, except 4-bit on a CPU, where
-    no fast int4 kernel exists (llama_core.quantize: about 8x slower per matrix than float32), so a
-    reply would come several times slower than with float weights."""
-    own = own_quantization(spec)
-    return "none" if own == "int4" and resolve_device("auto").type == "cpu" else own
+    """What the Chat page starts with: the checkpoint's own quantization (4-bit for the bundled
+    SmolLM2, float for a run), which every device now runs fast (llama_core.quantize)."""
+    return own_quantization(spec)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -12,8 +12,7 @@ with st.sidebar:
     quant = st.selectbox("Quantization", checkpoints.QUANTIZATIONS, checkpoints.QUANTIZATIONS.index(start),
                          key=f"chat-quant::{spec}",
                          help="Weights for decoding: float (none), int8 or int4. Starts at the checkpoint's own "
-                         "(4-bit for the bundled SmolLM2 GGUF, none for a float run), except 4-bit on a CPU, which "
-                         "has no fast int4 kernel. Each reply's caption names it.")
+                         "(4-bit for the bundled SmolLM2 GGUF, none for a float run). Each reply's caption names it.")
     temperature = st.slider("Temperature", 0.0, 2.0, 0.7, 0.05, help="0 is greedy and deterministic")
     top_p = st.slider("Top-p", 0.05, 1.0, 0.95, 0.05)
     top_k = st.number_input("Top-k (0 = off)", 0, 1000, 0)

@@ -7,7 +7,8 @@ import time
 from lab.cli.options import add_threads
 from llama_core.chat import Conversation, get_template
 from llama_core.devices import resolve_device
-from llama_core.formats import load_model
+from llama_core.formats import load_model, resolve_path
+from llama_core.formats.quantized import stored_quantization
 from llama_core.generate import Sampling
 from llama_core.quantize import MODES, for_decoding
 
@@ -26,20 +27,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quant", choices=MODES, default="none",
-                        help="weight quantization for decoding (none keeps float32, in the packed layout)")
+    parser.add_argument("--quant", choices=(*MODES, "own"), default="own",
+                        help="weight quantization for decoding: own (the default) is the checkpoint's own, 4-bit for "
+                        "the bundled SmolLM2 and none for a float run; none keeps float32, in the packed layout")
     add_threads(parser)
 
 
 def run(args) -> int:
-    ckpt = load_model(args.checkpoint, device=resolve_device(args.device))
-    for_decoding(ckpt.model, args.quant)
+    own = stored_quantization(resolve_path(args.checkpoint))
+    quant = own if args.quant == "own" else args.quant
+    keep = quant != "none" and quant == own  # the stored blocks as they are (the bundled GGUF's Q4_1)
+    ckpt = load_model(args.checkpoint, device=resolve_device(args.device), keep_quantized=keep)
+    for_decoding(ckpt.model, quant)
     template = get_template(args.template or ckpt.chat_template)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed)
     conv = Conversation(template, ckpt.tokenizer, ckpt.model.config.max_seq_len, args.system, ckpt.add_bos)
     print(f"{ckpt.source} ({ckpt.format}, {ckpt.model.num_params / 1e6:.0f}M parameters, "
-          f"template {template.name}, quantization {args.quant}). {HELP}")
+          f"template {template.name}, quantization {quant}). {HELP}")
     while True:
         try:
             line = input("\nyou> ")
@@ -60,4 +65,4 @@ def run(args) -> int:
             print(piece, end="", flush=True)
         seconds = time.perf_counter() - start
         n_tokens = conv.last_reply_tokens
-        print(f"\n[{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s, {args.quant}]")
+        print(f"\n[{n_tokens} tokens in {seconds:.2f} s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s, {quant}]")
