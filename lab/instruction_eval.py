@@ -1,11 +1,14 @@
 """Before and after an instruction finetune, the paper's way: held-out questions as multiple choice
 (each choice's log-likelihood as the assistant's reply, normalised by its length in characters, as
-in the paper's zero-shot tasks) and the assistant-token loss on held-out conversations.
+in the paper's zero-shot tasks), the assistant-token loss on held-out conversations, and the lab's
+evaluation suites (lab.evals) on the base and on the finetuned model.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -97,3 +100,43 @@ def spread(questions: Sequence[Question], n: int) -> list[Question]:
     if n >= len(questions):
         return list(questions)
     return [questions[i * len(questions) // n] for i in range(n)]
+
+
+def suite_before_after(run_dir: str | Path, suite: str, limit: int | None = None, only: Sequence[str] | None = None,
+                       runs_dir: str | Path = "runs") -> dict[str, dict]:
+    """Score a finetune's base ("before") and the run itself ("after") on an evaluation suite, the same
+    documents for both; each result is stored as `lab eval --suite` stores it (lab.evals.records: the
+    run's own evals.jsonl, the base's where its evaluations live), marked with the run and its side."""
+    from lab.evals import records
+    from lab.evals.harness import evaluate_suite
+    from llama_core.adapted import BASE
+    from llama_core.formats import load_model
+    from llama_core.run_folder import RunFolder
+
+    run = RunFolder(run_dir)
+    out = {}
+    for side, path in (("before", run.read_config()[BASE]["path"]), ("after", str(run.path))):
+        start = time.perf_counter()
+        loaded = load_model(path)
+        results = evaluate_suite(loaded.model, loaded.tokenizer, suite, loaded.add_bos, limit=limit, only=only)
+        settings = {"limit": limit, "only": list(only) if only else None, "finetune": run.path.name, "side": side}
+        out[side] = records.make_record(str(loaded.source), loaded.format, suite, settings, results,
+                                        time.perf_counter() - start)
+        records.save(out[side], runs_dir)
+    return out
+
+
+def suite_table(before: dict, after: dict) -> list[dict]:
+    """A row per task (and MMLU category) of two suite records: base %, finetuned %, change, n."""
+    def pct(r: dict) -> float | None:
+        return None if r.get("accuracy") is None else 100 * r["accuracy"]
+
+    rows = []
+    for task, r in after["results"].items():
+        pairs = [(task, before["results"][task], r)]
+        pairs += [(f"{task}/{c}", before["results"][task]["categories"][c], rc)
+                  for c, rc in r.get("categories", {}).items()]
+        for name, b, a in pairs:
+            change = None if pct(a) is None or pct(b) is None else pct(a) - pct(b)
+            rows.append({"task": name, "base %": pct(b), "finetuned %": pct(a), "change": change, "n": a["n"]})
+    return rows

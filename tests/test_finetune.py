@@ -173,3 +173,27 @@ def test_bad_requests_are_refused(tmp_path, base_run, data):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_finetune(FinetuneSpec("bad", str(base_run), str(tmp_path / "none.jsonl")), tmp_path, progress=False)
     assert not (tmp_path / "bad").exists()  # a refused finetune writes nothing
+
+
+def test_lab_finetune_scores_base_and_finetuned_on_a_suite_and_stores_both(tmp_path, base_run, data, capsys):
+    from lab.__main__ import main
+    from lab.evals import records
+    from llama_core.run_folder import read_jsonl
+
+    runs = tmp_path / "runs"
+    argv = ["finetune", "--checkpoint", str(base_run), "--data", str(data / "train.jsonl"), "--val-data",
+            str(data / "val.jsonl"), "--name", "suite", "--runs-dir", str(runs), "--batch-size", "16", "--quiet",
+            "--epochs", "0.5", "--eval-suite", "commonsense", "--eval-only", "piqa,arc_easy", "--eval-limit", "3"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "commonsense before and after" in printed and "piqa" in printed and "arc_easy" in printed
+    after = read_jsonl(RunFolder(runs / "suite").evals_path)  # the finetune's own, where lab eval stores it
+    before = read_jsonl(records.record_path(base_run, "lab", runs))  # the base's own
+    assert [r["side"] for r in after] == ["after"] and before[-1]["side"] == "before"
+    assert before[-1]["finetune"] == after[0]["finetune"] == "suite"
+    for record in (before[-1], after[0]):
+        assert set(record["results"]) == {"piqa", "arc_easy"} and record["limit"] == 3
+        assert all(r["n"] + r.get("unscorable", 0) == 3 for r in record["results"].values())  # a 64-token context
+    assert main([*argv[:-4], "--eval-only", "mmlu", "--name", "bad"]) == 2
+    assert "not in suite commonsense" in capsys.readouterr().err
+    assert not (runs / "bad").exists()  # refused before training

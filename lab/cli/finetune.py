@@ -2,7 +2,8 @@
 
 Supervised instruction finetuning (lab.finetune); `--data shakespeare-instructions` uses the
 offline set built from the corpus (lab.instructions) and reports the base and the finetuned model
-on its held-out questions. `--train.FIELD=VALUE` overrides the training config.
+on its held-out questions; `--eval-suite` scores both on one of the lab's evaluation suites.
+`--train.FIELD=VALUE` overrides the training config.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.cli.options import add_threads
+from lab.evals.registry import suite_names
 from lab.experiment import parse_overrides
 from lab.finetune import FinetuneSpec, lora_spec, run_finetune
 from llama_core.chat import TEMPLATES
@@ -44,6 +46,12 @@ def add_arguments(parser) -> None:
                         "instead of stopping at the first")
     parser.add_argument("--compare", type=int, default=200, help="held-out questions to score the base and the "
                         "finetuned model on (shakespeare-instructions; 0: none)")
+    parser.add_argument("--eval-suite", default=None, choices=suite_names(), help="after training, score the base "
+                        "and the finetuned model on this evaluation suite (as lab eval --suite) and print both")
+    parser.add_argument("--eval-limit", type=int, default=100, help="documents per benchmark (per MMLU subject) "
+                        "for --eval-suite")
+    parser.add_argument("--eval-only", default=None, help="with --eval-suite: only these of its benchmarks, "
+                        "comma-separated (e.g. hellaswag,piqa)")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,6 +68,7 @@ def run(args) -> int:
                         epochs=args.epochs, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                         skip_bad_lines=args.skip_bad_lines, layout=args.layout,
                         train_overrides=tuple((k.removeprefix("train."), v) for k, v in overrides.items()))
+    only = check_suite(args)  # a bad --eval-* request fails before training, not after it
     result = run_finetune(spec, Path(args.runs_dir), resume=args.resume, progress=not args.quiet)
     run_dir = Path(args.runs_dir) / args.name
     print(f"run {args.name}: {result.status} at step {result.step}"
@@ -73,4 +82,35 @@ def run(args) -> int:
         print(f"{'':8}" + "".join(f"{k:>20}" for k in keys))
         for label, row in table.items():
             print(f"{label:8}" + "".join(f"{row.get(k, float('nan')):>20.3f}" for k in keys))
+    if result.status == "finished" and args.eval_suite:
+        print_suite(args, only)
     return 0 if result.status != "interrupted" else 130
+
+
+def check_suite(args) -> list[str] | None:
+    """The --eval-only names, validated against --eval-suite (and a sandbox for code benchmarks)."""
+    if not args.eval_suite:
+        if args.eval_only:
+            raise ValueError("--eval-only needs --eval-suite")
+        return None
+    from lab.evals.harness import select
+    from lab.evals.sandbox import require_sandbox
+
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise ValueError(f"--eval-limit must be a positive number of documents, got {args.eval_limit}")
+    only = [t.strip() for t in args.eval_only.split(",") if t.strip()] if args.eval_only else None
+    if any(t.metric == "pass@k" for t in select(args.eval_suite, only)):
+        require_sandbox()
+    return only
+
+
+def print_suite(args, only: list[str] | None) -> None:
+    from lab.instruction_eval import suite_before_after, suite_table
+
+    pair = suite_before_after(Path(args.runs_dir) / args.name, args.eval_suite, args.eval_limit, only, args.runs_dir)
+    print(f"{args.eval_suite} before and after (first {args.eval_limit} documents per benchmark):")
+    print(f"{'task':24}{'base %':>10}{'finetuned %':>13}{'change':>9}{'n':>7}")
+    for row in suite_table(pair["before"], pair["after"]):
+        cells = [f"{row[k]:.1f}" if row[k] is not None else "-" for k in ("base %", "finetuned %")]
+        change = f"{row['change']:+.1f}" if row["change"] is not None else "-"
+        print(f"{row['task']:24}{cells[0]:>10}{cells[1]:>13}{change:>9}{row['n']:>7}")
