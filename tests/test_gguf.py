@@ -120,15 +120,22 @@ def test_the_llama_tokenizer_in_a_gguf_encodes_like_the_original(tmp_path, tiny,
     assert ckpt.tokenizer.decode(sp_tokenizer.encode(text)) == text
 
 
-def test_a_gpt2_bpe_tokenizer_in_a_gguf_encodes_like_the_original(tmp_path, shakespeare_text):
+def hf_byte_level_bpe(text: str):
+    """A 400-token byte-level BPE trained the Hugging Face way (ByteLevel with its own regex) on `text`,
+    with <|endoftext|>, <|im_start|> and <|im_end|> as tokens 0-2: what a tokenizer.json holds."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator([shakespeare_text[:200_000]], trainers.BpeTrainer(
+    tk.train_from_iterator([text[:200_000]], trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tk
+
+
+def test_a_gpt2_bpe_tokenizer_in_a_gguf_encodes_like_the_original(tmp_path, shakespeare_text):
+    tk = hf_byte_level_bpe(shakespeare_text)
     spec = json.loads(tk.to_str())["model"]
     vocab = sorted(spec["vocab"], key=spec["vocab"].get)
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]

@@ -1,10 +1,10 @@
 """GGUF (llama.cpp's single-file format) in: weights dequantized, the tokenizer and chat template.
 
 Read through the `gguf` package; F32, F16, BF16, Q8_0, Q4_0 and Q4_1 tensors are dequantized with
-its own `gguf.quants.dequantize`. llama.cpp's converter permutes Hugging Face's q/k rows into
-Meta's interleaved-pair rotary layout (its `LlamaModel.permute`), which is the lab's layout, so the
-weights load as they are. GGUF lists each shape fastest axis first; the reader's arrays are already
-(rows, cols) like torch's.
+its own `gguf.quants.dequantize`; the vocabulary is read by llama_core.formats.gguf_vocab.
+llama.cpp's converter permutes Hugging Face's q/k rows into Meta's interleaved-pair rotary layout
+(its `LlamaModel.permute`), which is the lab's layout, so the weights load as they are. GGUF lists
+each shape fastest axis first; the reader's arrays are already (rows, cols) like torch's.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from llama_core.config import ModelConfig
-from llama_core.formats.bpe import BPETokenizer
 from llama_core.formats.common import build_model, check_vocab
 from llama_core.formats.gguf_quant import KEPT_TYPES, placeholder, quantized_linear, swap_in
+from llama_core.formats.gguf_vocab import field as _field
+from llama_core.formats.gguf_vocab import tokenizer_from_gguf
 from llama_core.model import Transformer
-from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
+from llama_core.tokenizer import Tokenizer
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1")
 
@@ -33,7 +34,6 @@ _LAYER_NAMES = {  # GGUF name inside blk.N -> Meta name inside layers.N
 }
 _TOP_NAMES = {"token_embd.weight": "tok_embeddings.weight", "output_norm.weight": "norm.weight",
               "output.weight": "output.weight"}
-_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types (the same numbers as SentencePiece's)
 
 
 def _reader(path: str | os.PathLike):
@@ -46,11 +46,6 @@ def _reader(path: str | os.PathLike):
         return gguf.GGUFReader(str(path))
     except Exception as err:
         raise ValueError(f"{path} is not a readable GGUF file ({err})") from None
-
-
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
 
 
 def config_from_gguf(reader, source: str) -> ModelConfig:
@@ -105,49 +100,6 @@ def state_dict_from_gguf(reader, source: str, quantized: dict | None = None) -> 
             values = values.copy()
         out[name] = torch.from_numpy(values.reshape(shape))
     return out
-
-
-def tokenizer_from_gguf(reader, source: str) -> Tokenizer:
-    """The vocabulary stored in the file: SentencePiece-style `llama` or GPT-2-style `gpt2` BPE."""
-    kind = _field(reader, "tokenizer.ggml.model")
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    if kind is None or tokens is None:
-        raise ValueError(f"{source}: the file holds no tokenizer (tokenizer.ggml.model / tokens)")
-    types = _field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
-    bos, eos = _field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")
-    if kind == "llama":
-        scores = _field(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens)
-        unk = _field(reader, "tokenizer.ggml.unknown_token_id", 0)
-        proto = sentencepiece_proto(tokens, scores, types, unk, bos, eos,
-                                    add_dummy_prefix=bool(_field(reader, "tokenizer.ggml.add_space_prefix", True)))
-        return SentencePieceTokenizer(proto, source=source)
-    if kind == "gpt2":
-        merges = _field(reader, "tokenizer.ggml.merges") or []
-        special = [i for i, t in enumerate(types) if t in (_CONTROL, _USER_DEFINED)]
-        pre = _field(reader, "tokenizer.ggml.pre", "gpt2")
-        return BPETokenizer.from_vocab(tokens, merges, special, pre, bos, eos, source=source)
-    raise ValueError(f"{source}: tokenizer model {kind!r} is not supported (only 'llama' and 'gpt2')")
-
-
-def sentencepiece_proto(tokens, scores, types, unk_id, bos_id, eos_id, add_dummy_prefix: bool) -> bytes:
-    """A serialized SentencePiece BPE model from a GGUF vocabulary (what llama.cpp's converter read)."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    m = pb.ModelProto()
-    for piece, score, kind in zip(tokens, scores, types):
-        m.pieces.add(piece=piece, score=float(score), type=int(kind))
-    spec = m.trainer_spec
-    spec.model_type = pb.TrainerSpec.BPE
-    spec.vocab_size = len(tokens)
-    spec.byte_fallback = any(int(k) == 6 for k in types)
-    spec.unk_id, spec.unk_piece = int(unk_id), tokens[int(unk_id)]
-    spec.bos_id, spec.bos_piece = (int(bos_id), tokens[int(bos_id)]) if bos_id is not None else (-1, "<s>")
-    spec.eos_id, spec.eos_piece = (int(eos_id), tokens[int(eos_id)]) if eos_id is not None else (-1, "</s>")
-    spec.pad_id = -1
-    norm = m.normalizer_spec
-    norm.name, norm.add_dummy_prefix = "identity", add_dummy_prefix
-    norm.remove_extra_whitespaces, norm.escape_whitespaces = False, True
-    return m.SerializeToString()
 
 
 def chat_template_of(reader) -> str | None:

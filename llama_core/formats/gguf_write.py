@@ -10,7 +10,8 @@ anything else is quantized from its float32 values with the format's own rule (g
 is always written as its own `output.weight`, so it stays quantized even where it was tied to the
 embedding; the embedding is F16 (one row of it is read per token) and the norms F32, as llama.cpp
 keeps them. The vocabulary: a SentencePiece model as tokenizer.ggml.model = "llama" (pieces,
-scores, types), which llama.cpp and llama_core.formats.gguf both rebuild.
+scores, types), a byte-level BPE (SmolLM2's, a run finetuned from it) as "gpt2"
+(llama_core.formats.gguf_vocab); llama.cpp and llama_core.formats.gguf both rebuild either.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import torch
 from llama_core.atomic import atomic_path
 from llama_core.formats.gguf import _LAYER_NAMES, _TOP_NAMES
 from llama_core.formats.gguf_quant import BLOCK
+from llama_core.formats.gguf_vocab import add_vocabulary
 from llama_core.formats.quantized import layer_state, meta_tensors
 from llama_core.model import Transformer
 from llama_core.quantize import layer_from_state, quantize_int4, quantize_int8, unpack_nibbles
-from llama_core.tokenizer import SentencePieceTokenizer, Tokenizer
+from llama_core.tokenizer import Tokenizer
 
 KINDS = ("q8_0", "q4_1")
 _TO_GGUF = {**{v: k for k, v in _TOP_NAMES.items()}, **{v: k for k, v in _LAYER_NAMES.items()}}  # Meta -> GGUF
@@ -40,9 +42,6 @@ def save_gguf(model: Transformer, path: str | os.PathLike, tokenizer: Tokenizer,
 
     if kind not in KINDS:
         raise ValueError(f"unknown GGUF block type {kind!r}; choose one of {KINDS}")
-    if not isinstance(tokenizer, SentencePieceTokenizer):
-        raise ValueError(f"GGUF export writes SentencePiece vocabularies; this model's tokenizer is a "
-                         f"{type(tokenizer).__name__}: export it with --to quantized or --to hf instead")
     cfg = model.config
     tensors = meta_tensors(model)
     if "output.weight" not in tensors:  # tied: the head gets its own quantized copy of the embedding
@@ -63,7 +62,7 @@ def save_gguf(model: Transformer, path: str | os.PathLike, tokenizer: Tokenizer,
         writer.add_rope_freq_base(cfg.rope_theta)
         writer.add_layer_norm_rms_eps(cfg.norm_eps)
         writer.add_vocab_size(cfg.vocab_size)
-        _add_vocabulary(writer, tokenizer, add_bos)
+        add_vocabulary(writer, tokenizer, cfg.vocab_size, add_bos)
         if chat_template_text:
             writer.add_chat_template(chat_template_text)
         for meta_name, value in tensors.items():
@@ -89,24 +88,6 @@ def _gguf_name(meta_name: str) -> str:
         _, index, rest = meta_name.split(".", 2)
         return f"blk.{index}.{_TO_GGUF[rest]}"
     return _TO_GGUF[meta_name]
-
-
-def _add_vocabulary(writer, tokenizer: SentencePieceTokenizer, add_bos: bool) -> None:
-    """tokenizer.ggml.*: the pieces with their scores and SentencePiece types (llama.cpp's numbers)."""
-    sp = tokenizer.sp
-    n = sp.get_piece_size()
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list([sp.id_to_piece(i) for i in range(n)])
-    writer.add_token_scores([float(sp.get_score(i)) for i in range(n)])
-    writer.add_token_types([2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else
-                            5 if sp.is_unused(i) else 1 for i in range(n)])
-    for token_id, add in ((tokenizer.bos_id, writer.add_bos_token_id), (tokenizer.eos_id, writer.add_eos_token_id),
-                          (sp.unk_id(), writer.add_unk_token_id)):
-        if token_id is not None and token_id >= 0:
-            add(int(token_id))
-    writer.add_add_space_prefix(sp.encode("a", out_type=str)[0].startswith("\u2581"))
-    writer.add_add_bos_token(add_bos)
-    writer.add_add_eos_token(False)
 
 
 # ------------------------------------------------------------------------------------- the blocks
