@@ -37,6 +37,8 @@ epochs = 0.5
 batch_size = 16
 lora_rank = 8
 compare = 300  # held-out questions scored before and after
+suite = "commonsense"  # an evaluation suite of lab.evals, scored on the base and the full finetune
+suite_limit = 20  # documents per benchmark
 threads = 2
 
 # %%
@@ -48,7 +50,7 @@ import torch
 
 from lab.experiment import RunSpec, finished, run_training
 from lab.finetune import FinetuneSpec, lora_spec, run_finetune
-from lab.instruction_eval import before_after, spread
+from lab.instruction_eval import before_after, spread, suite_before_after, suite_table
 from lab.instructions import build_questions, write
 from llama_core.chat import Conversation, get_template
 from llama_core.config import TrainConfig
@@ -123,6 +125,18 @@ for label, name in names.items():
         rows.append({"model": "base", **table["before"]})
     rows.append({"model": label, **table["after"]})
 pd.DataFrame(rows).set_index("model").round(3)
+
+# %% [markdown]
+# ## The evaluation suites, before and after
+# The paper puts LLaMA-I beside its base on MMLU (Table 10). Here the base and the full finetune
+# answer the same first documents of each benchmark of a suite, scored as `lab eval --suite`
+# scores them (zero- or few-shot text prompts, no chat template) and stored the same way: the
+# finetune's record in its own evals.jsonl, the base's in the base's. A finetune on a narrow
+# instruction set is not expected to lift commonsense reasoning; the table shows whether it cost any.
+
+# %%
+pair = suite_before_after(Path(runs_dir) / names["full"], suite, suite_limit, runs_dir=runs_dir)
+pd.DataFrame(suite_table(pair["before"], pair["after"])).set_index("task").round(1)
 
 # %% [markdown]
 # A held-out question asked in chat, greedy: the finetuned model answers in the format and ends
