@@ -10,8 +10,14 @@ import torch
 
 from lab.__main__ import main
 from lab.benchmarks.profile_step import GROUPS, format_profile, part_of, profile_decode
-from llama_core.bandwidth import (CACHE_MULTIPLE, MAX_BYTES, MIN_BYTES, gemv_bandwidth, last_level_cache_bytes,
-                                  working_set_bytes)
+from llama_core.bandwidth import (
+    CACHE_MULTIPLE,
+    MAX_BYTES,
+    MIN_BYTES,
+    gemv_bandwidth,
+    last_level_cache_bytes,
+    working_set_bytes,
+)
 from llama_core.model import Transformer
 from llama_core.quantize import for_decoding
 from tests.conftest import TINY
