@@ -42,8 +42,12 @@ SWEEP_PRESETS: dict[str, dict] = {
     "sweep-d96": {"dim": 96, "n_layers": 3, "n_heads": 4, "n_kv_heads": 4},
     "sweep-d128": {"dim": 128, "n_layers": 3, "n_heads": 4, "n_kv_heads": 4},
     "sweep-d192": {"dim": 192, "n_layers": 4, "n_heads": 6, "n_kv_heads": 6},
+    # width against depth at sweep-d128's size outside the embedding (603k): deeper and narrower,
+    # shallower and wider (the recipe sweeps, lab/recipes.py)
+    "sweep-d96-l6": {"dim": 96, "n_layers": 6, "n_heads": 4, "n_kv_heads": 4},
+    "sweep-d160-l2": {"dim": 160, "n_layers": 2, "n_heads": 5, "n_kv_heads": 5},
 }
-DEFAULT_PRESETS = tuple(SWEEP_PRESETS)
+DEFAULT_PRESETS = ("sweep-d64", "sweep-d96", "sweep-d128", "sweep-d192")
 DEFAULT_TOKENS = (250_000, 500_000, 1_000_000)
 DEFAULT_VOCAB = 2048
 DEFAULT_DATA = "shakespeare"
