@@ -57,6 +57,26 @@ def test_grouped_int8_is_its_dequantized_matmul():
 
 
 @pytest.mark.parametrize("rows", [1, 5])
+def test_weight_only_int8_is_its_dequantized_matmul_to_bfloat16(rows):
+    x = torch.randn(rows, 64, generator=torch.Generator().manual_seed(1))
+    x[:, 3] *= 50  # an outlier channel, as w2's inputs have: never quantized here
+    layer = Int8Linear.from_float(_w())
+    layer.weight_only = True
+    w = layer.dequantize()
+    expected = x @ w.t()
+    # On CPU the weight-only kernel computes in bfloat16: activations, scales and outputs each rounded
+    # by at most 2^-9 of themselves
+    bound = 2 * 2**-9 * (x.abs() @ w.abs().t()) + 2**-9 * expected.abs()
+    assert ((layer(x) - expected).abs() <= bound * 1.01 + 1e-6).all()
+
+
+def test_quantize_runs_w2_weight_only_and_the_rest_with_quantized_activations():
+    q = quantize(random_norm_model(TINY_GQA), "int8")
+    assert all(b.feed_forward.w2.weight_only for b in q.layers)
+    assert not any(b.attention.wqkv.weight_only or b.feed_forward.w13.weight_only for b in q.layers)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
 def test_int4_is_its_dequantized_matmul_to_the_compute_dtype(rows):
     w, x = _w(), torch.randn(rows, 64, generator=torch.Generator().manual_seed(1))
     layer = Int4Linear.from_float(w, 32)
