@@ -7,7 +7,16 @@ causal attention: a real token never sees a pad); `pack` lays a batch's examples
 of up to the context, with per-token positions restarting at 0 and a segment id per example, which
 the model's forward turns into RoPE angles and an attention mask that never crosses an example.
 
-MEASURED: (filled in below from the pack/pad runs)
+Both layouts take the same examples for each step, so the loss, the gradient and the held-out loss
+are the same up to float rounding; only the speed differs. Measured (lab finetune, 1 epoch, batch
+16, a lab-1m base, --threads 1 on a shared 2-core CPU, so times are rough): on the Shakespeare
+instructions, single questions of 57 tokens on average (85 at most), padding is 83% full and
+packing took 91 s against 86 s (within the machine's noise; the CPU's fused attention computes
+every masked score, so a 256-token packed row costs more attention than four short padded ones);
+on the same questions grouped into 1-4 turn conversations (125 tokens on average, 256 at most)
+packing took 80 s against 131 s, 1.6x the tokens per second. The held-out assistant loss matched
+to 4 decimals at every evaluation in both. Packing is the default: it never lost more than noise
+and wins where lengths vary, as in most chat data; `--seq-len` narrows the rows.
 """
 
 from __future__ import annotations

@@ -154,6 +154,9 @@ def test_tiny_finetune_lowers_held_out_assistant_loss_and_resumes_exactly(tmp_pa
     shutil.rmtree(run.checkpoints()[-1])
     run_finetune(spec(data, base_run, "full", epochs=2), tmp_path / "runs", resume=True, progress=False)
     assert resume_curve(run.read_metrics()) == curve
+    with pytest.raises(ValueError, match="trained with --layout pack"):  # packed, by default
+        run_finetune(spec(data, base_run, "full", epochs=2, layout="pad"), tmp_path / "runs", resume=True,
+                     progress=False)
 
 
 def test_bad_requests_are_refused(tmp_path, base_run, data):
