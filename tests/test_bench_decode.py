@@ -42,10 +42,13 @@ def test_the_working_set_spans_several_caches_within_bounds():
 def test_the_decode_record_names_its_bandwidth_and_profiles_a_step(tmp_path, capsys):
     out = tmp_path / "decode.jsonl"
     assert main(["bench", "decode", "--preset", "lab-1m", "--new", "2", "--rounds", "1", "--quant", "all",
-                 "--threads", "1", "--profile", "--out", str(out)]) == 0
+                 "--bf16", "--threads", "1", "--profile", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    records = [json.loads(line) for line in captured.out.strip().splitlines()[-3:]]
-    assert [r["quant"] for r in records] == ["none", "int8", "int4"]
+    records = [json.loads(line) for line in captured.out.strip().splitlines()[-4:]]
+    assert [(r["quant"], r["dtype"]) for r in records] == [("none", "float32"), ("int8", "float32"),
+                                                           ("int4", "float32"), ("none", "bfloat16")]
+    # bfloat16 weights are half float32's bytes
+    assert records[3]["weight_bytes_per_token"] * 2 == records[0]["weight_bytes_per_token"]
     for record in records:
         assert record["bandwidth_source"].startswith("measured GEMV") and record["bandwidth_bytes_per_s"] > 0
         assert record["mbu"] > 0

@@ -39,6 +39,7 @@ from llama_core.run_folder import append_jsonl, bench_path
 
 DEFAULT_OUT = bench_path("runs", "decode")
 PROFILE_STEPS = 8  # decode steps profiled with --profile (at most --new)
+BF16 = "bf16"  # the side of --bf16: float weights in bfloat16
 
 
 def add_arguments(parser) -> None:
@@ -51,6 +52,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vs", choices=["hf"], default=None, help="also time transformers' generate")
     parser.add_argument("--quant", choices=[*MODES, "all"], default="none",
                         help="weight quantization of the lab's model (all: float32, int8 and int4 side by side)")
+    parser.add_argument("--bf16", action="store_true", help="also time the float model with bfloat16 weights (a "
+                        "line of its own, quant none, dtype bfloat16): fast on GPUs, measured slower than float32 "
+                        "for a one-row product on the CPUs tried")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", action="store_true", help="after timing, profile a few decode steps of "
@@ -82,6 +86,9 @@ def run(args) -> int:
         else:
             models[mode] = for_decoding(copy.deepcopy(model), mode)
         sides[mode] = functools.partial(generate, models[mode], prompt, sampling)
+    if args.bf16:
+        models[BF16] = for_decoding(copy.deepcopy(model).to(torch.bfloat16))
+        sides[BF16] = functools.partial(generate, models[BF16], prompt, sampling)
     del model
     best: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
@@ -95,30 +102,31 @@ def run(args) -> int:
             synchronize(device)
             best[name] = max(best.get(name, 0.0), len(out) / (time.perf_counter() - start))
     bandwidth, bandwidth_source = peak_bandwidth(device, args.threads)
-    kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=4)
-    for mode, quantized in models.items():
+    for side, quantized in models.items():
+        mode, dtype = ("none", "bfloat16") if side == BF16 else (side, "float32")
+        kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=2 if side == BF16 else 4)
         step_bytes = step_weight_bytes(quantized) + kv_bytes
         record = {
             "bench": "decode", "preset": None if args.checkpoint else args.preset, "checkpoint": args.checkpoint,
             "batch": 1, "prompt": args.prompt, "new_tokens": args.new,
-            "max_seq_len": cfg.max_seq_len, "dtype": "float32", "quant": mode, "device": device_name(device),
-            "threads": torch.get_num_threads(), "host": platform.node(), "tokens_per_s": round(best[mode], 1),
-            "weight_bytes_per_token": step_bytes - kv_bytes, "mbu": round(mbu(best[mode], step_bytes, bandwidth), 4),
+            "max_seq_len": cfg.max_seq_len, "dtype": dtype, "quant": mode, "device": device_name(device),
+            "threads": torch.get_num_threads(), "host": platform.node(), "tokens_per_s": round(best[side], 1),
+            "weight_bytes_per_token": step_bytes - kv_bytes, "mbu": round(mbu(best[side], step_bytes, bandwidth), 4),
             "bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bandwidth_source,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        if mode != "none" and "none" in best:
-            record["speedup_vs_float32"] = round(best[mode] / best["none"], 2)
-            record["same_tokens_as_float32"] = tokens[mode] == tokens["none"]
+        if side != "none" and "none" in best:
+            record["speedup_vs_float32"] = round(best[side] / best["none"], 2)
+            record["same_tokens_as_float32"] = tokens[side] == tokens["none"]
         if args.profile:
             record["profile"] = profile_decode(quantized, prompt, min(args.new, PROFILE_STEPS), device)
-            print(format_profile(record["profile"], f"{args.checkpoint or args.preset} {mode}"), file=sys.stderr)
+            print(format_profile(record["profile"], f"{args.checkpoint or args.preset} {side}"), file=sys.stderr)
         if "hf" in best:
-            record.update(hf_tokens_per_s=round(best["hf"], 1), speedup_vs_hf=round(best[mode] / best["hf"], 2),
+            record.update(hf_tokens_per_s=round(best["hf"], 1), speedup_vs_hf=round(best[side] / best["hf"], 2),
                           hf_mbu=round(mbu(best["hf"], decode_bytes_per_token(cfg, args.prompt + args.new // 2, 4),
                                            bandwidth), 4))
-            if mode == "none":
-                record["same_tokens_as_hf"] = tokens[mode] == tokens["hf"]
+            if side == "none":
+                record["same_tokens_as_hf"] = tokens[side] == tokens["hf"]
         print(json.dumps(record, sort_keys=True), flush=True)
         append_jsonl(args.out, record)
     return 0
