@@ -157,7 +157,7 @@ class Int8Linear(nn.Module):
             flat = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight,
                                                        self.scales[:, 0].to(x.dtype))
             return flat.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.dequantize().to(x.dtype))
+        return F.linear(x, self.dequantize().to(x.device, x.dtype))
 
     def _bf16_scales(self) -> torch.Tensor:
         if self._scales_bf16 is None:
@@ -214,6 +214,8 @@ class Int4Linear(nn.Module):
         if x.device.type == "cuda":
             packed, scales_zeros = self._kernel_weights(x.device, x.dtype)
             y = torch.ops.aten._weight_int4pack_mm(flat, packed, self.group_size, scales_zeros)
+        elif x.device.type != "cpu":  # no kernel here (`kernel_for` warned): the float product
+            return F.linear(x, self.dequantize().to(x.device, x.dtype))
         else:  # the CPU kernel is fast in bfloat16 only (float32 measured 30x slower): compute in it
             packed, scales_zeros = self._kernel_weights(x.device, torch.bfloat16)
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), packed, self.group_size,
@@ -257,6 +259,9 @@ def quantize(model: Transformer, mode: str, group_size: int | None = None) -> Tr
         raise ValueError(f"unknown quantization {mode!r}; choose one of {MODES}")
     if mode == "none":
         return model
+    _, warning = kernel_for(mode, model.tok_embeddings.weight.device.type)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     fuse_projections(model)
     with torch.no_grad():
         for parent in [model, *(b.attention for b in model.layers), *(b.feed_forward for b in model.layers)]:
@@ -264,6 +269,30 @@ def quantize(model: Transformer, mode: str, group_size: int | None = None) -> Tr
                 if type(child) is nn.Linear:
                     setattr(parent, name, _quantized(child.weight, mode, group_size))
     return fuse_quantized(model).eval().requires_grad_(False)  # layers loaded quantized (GGUF) fused too
+
+
+def kernel_for(mode: str, device_type: str, engines: list[str] | None = None) -> tuple[str, str | None]:
+    """(the kernel `mode` runs on a `device_type` device, None or the warning its slow fallback gets).
+
+    `engines`: the CPU's quantized engines (torch.backends.quantized.supported_engines by default);
+    fbgemm's int8 needs "x86" or "fbgemm", which ARM CPUs lack.
+    """
+    if mode not in ("int8", "int4"):
+        return "float", None
+    if device_type == "cuda":
+        return f"aten _weight_{mode}pack_mm (weight-only)", None
+    if device_type == "cpu" and mode == "int4":
+        return "aten _weight_int4pack_mm_for_cpu in bfloat16", None
+    if device_type == "cpu":
+        engines = torch.backends.quantized.supported_engines if engines is None else engines
+        if {"x86", "fbgemm"} & set(engines):
+            return "fbgemm dynamic int8 (one token), torch._int_mm (several)", None
+        return "aten _weight_int8pack_mm in bfloat16 (weight-only)", (
+            f"int8 on this CPU: fbgemm is not available (quantized engines: {', '.join(engines) or 'none'}), so "
+            "int8 runs weight-only in bfloat16 instead, slower than fbgemm; --quant int4 has a CPU kernel too")
+    return "dequantize per call", (
+        f"{mode} on {device_type}: no quantized kernel here, so each layer dequantizes its weights every call "
+        "(slower than float weights, though the model stays small in memory); use --quant none for speed")
 
 
 def for_decoding(model: Transformer, quant: str = "none", group_size: int | None = None) -> Transformer:
@@ -303,6 +332,10 @@ def fuse_quantized(model: Transformer) -> Transformer:
     and int8 w2 marked weight-only: its input, silu(x W1^T) * (x W3^T), has a few channels far larger
     than the rest (Dettmers et al. 2022), which would coarsen each token's activation scale (on
     SmolLM2 w2 was +0.29% held-out bits/byte of int8's +0.67%; weight-only, +0.45% in all)."""
+    no_fbgemm = kernel_for("int8", "cpu")[1] is not None
+    for module in model.modules():  # without fbgemm every int8 layer is weight-only (kernel_for)
+        if isinstance(module, Int8Linear) and no_fbgemm:
+            module.weight_only = True
     for block in model.layers:
         if isinstance(block.feed_forward.w2, Int8Linear):
             block.feed_forward.w2.weight_only = True

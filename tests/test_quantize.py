@@ -177,3 +177,18 @@ def test_for_decoding_packs_float_models_and_quantizes_on_request():
     packed = for_decoding(copy.deepcopy(plain))
     assert is_packed(packed) and quantization_of(packed) == "none"
     assert quantization_of(for_decoding(copy.deepcopy(plain), "int4")) == "int4"
+
+
+def test_a_device_without_a_kernel_gets_a_warning_that_names_the_fallback():
+    from llama_core.quantize import kernel_for
+
+    assert kernel_for("int8", "cpu", ["x86", "qnnpack"]) == ("fbgemm dynamic int8 (one token), torch._int_mm "
+                                                              "(several)", None)
+    kernel, warning = kernel_for("int8", "cpu", ["qnnpack"])  # an ARM CPU
+    assert "in bfloat16 (weight-only)" in kernel and "fbgemm is not available" in warning
+    kernel, warning = kernel_for("int4", "mps")
+    assert kernel == "dequantize per call" and "--quant none" in warning
+    assert kernel_for("int4", "cuda")[1] is None and kernel_for("none", "mps") == ("float", None)
+    # the fallback runs: a quantized layer on a device without its kernel is its dequantized product
+    layer = Int4Linear.from_float(_w(), 32).to("meta")
+    assert layer(torch.randn(2, 64, device="meta")).shape == (2, 96)
