@@ -108,7 +108,8 @@ def print_suite(args, only: list[str] | None) -> None:
     from lab.instruction_eval import suite_before_after, suite_table
 
     pair = suite_before_after(Path(args.runs_dir) / args.name, args.eval_suite, args.eval_limit, only, args.runs_dir)
-    print(f"{args.eval_suite} before and after (first {args.eval_limit} documents per benchmark):")
+    print(f"{args.eval_suite} before and after (first {args.eval_limit} documents per benchmark, per subject "
+          "for MMLU):")
     print(f"{'task':24}{'base %':>10}{'finetuned %':>13}{'change':>9}{'n':>7}")
     for row in suite_table(pair["before"], pair["after"]):
         cells = [f"{row[k]:.1f}" if row[k] is not None else "-" for k in ("base %", "finetuned %")]
