@@ -91,6 +91,10 @@ class Turns(ChatTemplate):
     name = "turns"
     end = "<|end|>"
     stop_strings = (end,)
+    # the same rendering as a Hugging Face chat template, written into exported folders so that
+    # the template travels with the weights (and `template_name` recognises it on the way back)
+    jinja = ("{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+             "<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
     def header(self, role: str) -> str:
         return f"<|{role}|>\n"
@@ -121,6 +125,8 @@ def template_name(template_text: str | None) -> str:
         return "chatml"
     if "[INST]" in template_text:
         return "llama2"
+    if "<|end|>" in template_text and "<|assistant|>" in template_text:
+        return "turns"
     return "plain"
 
 

@@ -133,7 +133,9 @@ def test_lora_finetune_trains_adapters_records_its_base_and_exports_merged(tmp_p
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(tokens)[0], hooked.eval()(tokens)[0], rtol=1e-5, atol=1e-5)
         out = export(loaded, tmp_path / "hf", "hf")
-        torch.testing.assert_close(load_model(out).model(tokens)[0], loaded.model(tokens)[0], rtol=1e-5, atol=1e-5)
+        exported = load_model(out)
+        torch.testing.assert_close(exported.model(tokens)[0], loaded.model(tokens)[0], rtol=1e-5, atol=1e-5)
+    assert exported.chat_template == "turns"  # the template travels with the merged export
 
 
 def test_tiny_finetune_lowers_held_out_assistant_loss_and_resumes_exactly(tmp_path, base_run, data, questions):

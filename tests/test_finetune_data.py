@@ -158,3 +158,17 @@ def test_shakespeare_instructions_hold_out_speeches_and_works(tmp_path):
     assert all(q.answer in q.choices for q in train + val if q.kind != "continue")
     paths = write(tmp_path, per_play=2)
     assert [len(read_examples(p).conversations) for p in paths] == [len(train), len(val)]
+
+
+def test_the_turns_jinja_template_renders_the_text_turns_encodes():
+    import jinja2
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who speaks first?"},
+                {"role": "assistant", "content": "BERNARDO."}, {"role": "user", "content": "In which play?"}]
+    template = get_template("turns")
+    text = jinja2.Template(template.jinja).render(messages=messages, bos_token="", add_generation_prompt=True)
+    pieces = [f"{template.header(m['role'])}{m['content']}{template.end}\n" for m in messages]
+    assert text == "".join(pieces) + template.header("assistant")
+    from llama_core.chat import template_name
+
+    assert template_name(template.jinja) == "turns"

@@ -130,6 +130,7 @@ def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: i
 
     `shards` splits Meta checkpoints over model-parallel files and HF ones over safetensors files.
     """
+    from llama_core.chat import TEMPLATES
     from llama_core.tokenizer import SentencePieceTokenizer
 
     if layout == "hf":
@@ -139,8 +140,9 @@ def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: i
         if shards > 1:
             total = sum(p.numel() * p.element_size() for p in ckpt.model.parameters())
             max_bytes = -(-total // shards)
+        own = getattr(TEMPLATES.get(ckpt.chat_template), "jinja", None)  # a lab template has no text of its own
         return save_hf(ckpt.model, out_dir, ckpt.tokenizer, max_shard_bytes=max_bytes, add_bos=ckpt.add_bos,
-                       chat_template=ckpt.chat_template_text)
+                       chat_template=ckpt.chat_template_text or own)
     if layout == "meta":
         from llama_core.formats.meta import save_meta
 
