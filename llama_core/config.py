@@ -142,7 +142,8 @@ class TrainConfig(_Serialisable):
     tokens_per_step: int | None = None  # None: one micro-batch per optimizer step
     lr: float = 3e-4
     min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # None: 5% of the steps, at most the paper's 2,000
+    warmup_steps: int | None = None  # None: warmup_fraction of the steps, at most the paper's 2,000
+    warmup_fraction: float = 0.05  # of the steps, where warmup_steps is None
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -184,6 +185,8 @@ class TrainConfig(_Serialisable):
                        "beta1 and beta2 must be within [0, 1)")
         _require_train(self.grad_clip > 0, "grad_clip", "must be positive")
         steps = self.tokens // per_step
+        _require_train(0 <= self.warmup_fraction < 1, "warmup_fraction", f"must be within [0, 1), got "
+                       f"{self.warmup_fraction}")
         if self.warmup_steps is not None:
             _require_train(0 <= self.warmup_steps < steps, "warmup_steps",
                            f"must be within [0, steps={steps}), got {self.warmup_steps}")
@@ -192,7 +195,9 @@ class TrainConfig(_Serialisable):
 
     @property
     def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(2000, max(1, self.steps // 20))
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(2000, max(1, int(self.steps * self.warmup_fraction)))
 
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from llama_core.config import PRESETS, ModelConfig, get_preset, swiglu_hidden_dim
+from llama_core.config import PRESETS, ModelConfig, TrainConfig, get_preset, swiglu_hidden_dim
 
 
 def test_paper_hidden_sizes_follow_meta_rule():
@@ -39,3 +39,11 @@ def test_unknown_fields_and_presets_are_refused():
         ModelConfig.from_dict({"dim": 64, "nlayers": 2})
     with pytest.raises(ValueError, match="llama-7b"):
         get_preset("llama-8b")
+
+
+def test_warm_up_is_a_fraction_of_the_steps_unless_given_in_steps():
+    assert TrainConfig(tokens=1_000_000, batch_size=8, seq_len=128).warmup == 976 // 20  # the default 5%
+    assert TrainConfig(tokens=1_000_000, batch_size=8, seq_len=128, warmup_fraction=0.2).warmup == 195
+    assert TrainConfig(tokens=1_000_000, batch_size=8, seq_len=128, warmup_steps=10, warmup_fraction=0.2).warmup == 10
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        TrainConfig(warmup_fraction=1.5)
