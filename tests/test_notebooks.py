@@ -43,7 +43,8 @@ SMALL = {
     "03_scaling_laws": {**_SMALL_SWEEP, "presets": ["sweep-d64", "sweep-d96", "sweep-d128"],
                         "tokens": [640, 1280, 2560], "n_boot": 20},
     "04_carbon_and_throughput": {},
-    "05_evaluation": {"suites": ["commonsense", "qa"], "limit": 1, "curve_data": _SMALL_SWEEP["data"], "curve_vocab": 512,
+    "05_evaluation": {"suites": ["commonsense", "qa"], "limit": 1, "curve_data": _SMALL_SWEEP["data"],
+                      "curve_vocab": 512,
                       "curve_tokens": 2048, "curve_model": {"dim": 64, "n_layers": 2, "n_heads": 4},
                       "curve_train": {"checkpoint_every": 4, "batch_size": 8, "seq_len": 32, "log_every": 4,
                                       "eval_batches": 2}, "curve_tasks": ["piqa"], "curve_limit": 3, "threads": 1},
@@ -52,6 +53,7 @@ SMALL = {
                                   "base_train": {**_SMALL_SWEEP["train"], "batch_size": 8, "checkpoint_every": 5},
                                   "per_play": 2, "epochs": 0.2, "batch_size": 8, "lora_rank": 2, "compare": 8,
                                   "threads": 1},
+    "07_recipe_sweeps": {},  # reads the shipped sweep records; trains nothing
 }
 
 
