@@ -29,10 +29,19 @@ CHOICE_FILE = "demo_choice.json"
 TIMED_STEPS = 5  # after one untimed warm-up step; the median counts (3 misjudged a loaded machine 2x)
 
 
+PAUSES = 10  # intermediate evaluations and checkpoints in a demo run, at most (beyond the law's own spacing)
+
+
 def demo_spec(law: ShippedLaw, preset: str, tokens: int, name: str) -> RunSpec:
-    """A run of `preset` for `tokens` with the recipe the law was fitted on."""
+    """A run of `preset` for `tokens` with the recipe the law was fitted on.
+
+    The timed steps that choose the run measure training alone; a 5-minute demo at the law's
+    spacing (every 100 steps) made 41 evaluations and checkpoints and trained 340 s, so a long run
+    spaces them to make at most `PAUSES` of each (neither changes what is learned)."""
     base, overrides = resolve_preset(preset)
     train = TrainConfig.from_dict({**law.train, "tokens": tokens})
+    every = {k: max(law.train[k], train.steps // PAUSES) for k in ("eval_every", "checkpoint_every") if k in law.train}
+    train = train.replace(**every) if every else train
     return RunSpec(name=name, preset=base, data=law.data, vocab_size=law.vocab_size, model_overrides=overrides,
                    train=train)
 
