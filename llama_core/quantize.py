@@ -143,15 +143,15 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         per_channel = self.scales.shape[1] == 1
-        if per_channel and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight_only:
-            flat = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16),
-                                                       self.weight, self._bf16_scales())
-            return flat.to(x.dtype).view(*x.shape[:-1], self.out_features)
         if per_channel and x.device.type == "cpu" and x.dtype == torch.float32:
             flat = x.reshape(-1, self.in_features)
-            if flat.shape[0] == 1:  # one token: fbgemm's per-tensor activation scale is per token
+            if self.weight_only:
+                y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight,
+                                                       self._bf16_scales()).to(x.dtype)
+            elif flat.shape[0] == 1:  # one token: fbgemm's per-tensor activation scale is per token
                 return torch.ops.quantized.linear_dynamic(x, self._fbgemm_weight())
-            y = int8_matmul_per_token(flat, self.weight, self.scales[:, 0], self._row_sums())
+            else:
+                y = int8_matmul_per_token(flat, self.weight, self.scales[:, 0], self._row_sums())
             return y.view(*x.shape[:-1], self.out_features)
         if per_channel and x.device.type == "cuda":
             flat = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight,
@@ -332,13 +332,12 @@ def fuse_quantized(model: Transformer) -> Transformer:
     and int8 w2 marked weight-only: its input, silu(x W1^T) * (x W3^T), has a few channels far larger
     than the rest (Dettmers et al. 2022), which would coarsen each token's activation scale (on
     SmolLM2 w2 was +0.29% held-out bits/byte of int8's +0.67%; weight-only, +0.45% in all)."""
-    no_fbgemm = kernel_for("int8", "cpu")[1] is not None
-    for module in model.modules():  # without fbgemm every int8 layer is weight-only (kernel_for)
-        if isinstance(module, Int8Linear) and no_fbgemm:
-            module.weight_only = True
+    no_fbgemm = kernel_for("int8", "cpu")[1] is not None  # then every int8 layer is weight-only
+    w2s = {id(b.feed_forward.w2) for b in model.layers}
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            module.weight_only = no_fbgemm or id(module) in w2s
     for block in model.layers:
-        if isinstance(block.feed_forward.w2, Int8Linear):
-            block.feed_forward.w2.weight_only = True
         for part, fused, names in _FUSED:
             parent = getattr(block, part)
             if getattr(parent, fused) is None and _alike(*(getattr(parent, n) for n in names)):

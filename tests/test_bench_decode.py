@@ -69,7 +69,8 @@ def test_each_op_is_counted_once_in_the_part_it_ran_in():
     parts = {op["name"]: op["group"] for op in profile["top_ops"]}
     assert parts.get("quantized::linear_dynamic") == GROUPS[0]  # int8's one-token kernel is a linear's
     ops_ms = sum(op["ms_per_token"] for op in profile["top_ops"])
-    assert ops_ms <= profile["profiled_step_ms"] + 1e-3  # self times: nothing counted twice
+    # self times: nothing counted twice (each figure is rounded to 1e-4 ms)
+    assert ops_ms <= profile["profiled_step_ms"] + 1e-4 * (len(profile["top_ops"]) + 1)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # the marks are gone
     assert part_of(model.output) == GROUPS[0] and part_of(model.norm) == GROUPS[2]
     assert "one decode step" in format_profile(profile, "tiny int8")

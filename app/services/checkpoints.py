@@ -20,9 +20,9 @@ from app.services.runs import runs_dir
 from lab.records import list_runs
 from llama_core.adapted import recorded_chat
 from llama_core.devices import resolve_device
-from llama_core.formats import LoadedModel, load_model, smollm2_path
+from llama_core.formats import LoadedModel, load_for_decoding, smollm2_path
 from llama_core.formats.quantized import stored_quantization
-from llama_core.quantize import MODES, for_decoding, quantization_of, weight_bytes
+from llama_core.quantize import MODES, quantization_of, weight_bytes
 from llama_core.run_folder import RunFolder
 
 BUNDLED = "SmolLM2-135M-Instruct (bundled, instruction-tuned)"
@@ -134,7 +134,5 @@ def serve(spec: str, quant: str = "none") -> ServedModel:
     The checkpoint's own quantization keeps its stored blocks (the bundled GGUF's Q4_1) as they are."""
     if quant not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quant!r}; choose one of {QUANTIZATIONS}")
-    keep = quant != "none" and quant == own_quantization(spec)
-    loaded = load_model(spec, device=resolve_device("auto"), keep_quantized=keep)
-    for_decoding(loaded.model, quant)  # same function, faster generation
+    loaded, _ = load_for_decoding(spec, quant, resolve_device("auto"))  # same function, faster generation
     return ServedModel(loaded, threading.Lock())

@@ -7,10 +7,9 @@ import time
 from lab.cli.options import add_threads
 from llama_core.chat import Conversation, get_template
 from llama_core.devices import resolve_device
-from llama_core.formats import load_model, resolve_path
-from llama_core.formats.quantized import stored_quantization
+from llama_core.formats import load_for_decoding
 from llama_core.generate import Sampling
-from llama_core.quantize import MODES, for_decoding
+from llama_core.quantize import MODES
 
 HELP = "commands: /reset clears the history, /quit (or Ctrl-D) leaves"
 
@@ -34,11 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    own = stored_quantization(resolve_path(args.checkpoint))
-    quant = own if args.quant == "own" else args.quant
-    keep = quant != "none" and quant == own  # the stored blocks as they are (the bundled GGUF's Q4_1)
-    ckpt = load_model(args.checkpoint, device=resolve_device(args.device), keep_quantized=keep)
-    for_decoding(ckpt.model, quant)
+    ckpt, quant = load_for_decoding(args.checkpoint, args.quant, resolve_device(args.device))
     template = get_template(args.template or ckpt.chat_template)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed)

@@ -125,6 +125,22 @@ def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu",
     return LoadedModel(model, tokenizer, recorded or template_name(template_text), add_bos, fmt, path, template_text)
 
 
+def load_for_decoding(spec: str | os.PathLike, quant: str = "own", device: str | torch.device = "cpu",
+                      ) -> tuple[LoadedModel, str]:
+    """A checkpoint loaded and made ready for generation (llama_core.quantize.for_decoding), and the
+    quantization it runs in: `quant` "own" (the checkpoint's own: 4-bit for the bundled GGUF, none
+    for a float run), "none", "int8" or "int4". The checkpoint's own quantization keeps its stored
+    blocks as they are; another is made from the float weights."""
+    from llama_core.formats.quantized import stored_quantization
+    from llama_core.quantize import for_decoding
+
+    own = stored_quantization(resolve_path(spec))
+    quant = own if quant == "own" else quant
+    loaded = load_model(spec, device, keep_quantized=quant != "none" and quant == own)
+    for_decoding(loaded.model, quant)
+    return loaded, quant
+
+
 def export(ckpt: LoadedModel, out_dir: str | os.PathLike, layout: str, shards: int = 1) -> Path:
     """Write a loaded checkpoint in the Hugging Face (`hf`) or Meta (`meta`) layout.
 
