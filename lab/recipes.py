@@ -25,7 +25,7 @@ from lab.sweep import load_sweep
 from llama_core.atomic import atomic_write_json
 
 # the settings a recipe sweep varies, as each point records them
-FACTORS = ("lr", "batch_size", "warmup_steps", "vocab_size", "shape")
+FACTORS = ("lr", "batch_size", "warmup_share", "vocab_size", "shape")
 
 
 def recipe_points(root: Path) -> list[dict]:
@@ -47,7 +47,7 @@ def recipe_points(root: Path) -> list[dict]:
             "n_params": row["n_params"], "params": row["params"], "tokens": row["tokens"],
             "vocab_size": sweep.vocab_size, "lr": train.lr, "batch_size": train.batch_size,
             "seq_len": train.seq_len, "warmup_steps": train.warmup, "warmup_fraction": train.warmup_fraction,
-            "steps": train.steps,
+            "warmup_share": round(train.warmup / train.steps, 2), "steps": train.steps,
             METRIC: heldout[METRIC], "elapsed_s": row["elapsed_s"],
         })
     return points

@@ -35,7 +35,7 @@ import pandas as pd
 import plotly.express as px
 
 from lab.laws import METRIC, load_law
-from lab.recipes import load_recipe
+from lab.recipes import compare, load_recipe
 
 recipe = load_recipe(corpus)
 points = pd.DataFrame(recipe["points"])
@@ -54,7 +54,6 @@ points[columns].sort_values(["tokens", METRIC]).reset_index(drop=True)
 # Warm-up is shown as its share of the optimizer steps.
 
 # %%
-points["warmup_share"] = (points["warmup_steps"] / points["steps"]).round(2)
 points["budget"] = points["tokens"].round(-4)  # whole optimizer steps of it: batch sizes round the budget
 one_at_a_time = points[~points["sweep"].str.startswith("law")]  # the law sweeps are a ladder of sizes (below)
 centre = {"lr": 4e-3, "batch_size": 8, "vocab_size": 4096, "shape": "d128xL3", "warmup_share": 0.05}
@@ -62,7 +61,7 @@ labels = {"lr": "peak learning rate", "batch_size": "batch (sequences of 128)", 
           "shape": "width x depth", "warmup_share": "warm-up (share of the steps)"}
 for factor, label in labels.items():
     others = {k: v for k, v in centre.items() if k != factor}
-    same = one_at_a_time[[all(p[k] == v for k, v in others.items()) for _, p in one_at_a_time.iterrows()]]
+    same = pd.DataFrame(compare(one_at_a_time.to_dict("records"), factor, **others))
     same = same.drop_duplicates(subset=[factor, "budget"]).sort_values(factor)
     if same[factor].nunique() < 2:
         continue

@@ -38,6 +38,7 @@ def test_each_finished_run_is_a_point_with_its_settings(two_sweeps, tmp_path):
     assert points["sweep-d64-2560"]["steps"] == 2 * points["sweep-d64-2560-lr0.001"]["steps"]
     for p in points.values():
         assert p["shape"] == "d64xL2" and p["vocab_size"] == 512 and p["warmup_steps"] == max(1, p["steps"] // 20)
+        assert p["warmup_share"] == round(p["warmup_steps"] / p["steps"], 2)
         assert 0 < p[METRIC] < 8  # bits per byte of real text, from the run's whole-held-out-text record
     ranked = compare(recipe["points"], "lr", batch_size=4)
     assert [p["lr"] for p in ranked] in ([1e-3, 3e-3], [3e-3, 1e-3])
