@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from functools import cache, lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,16 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sdpa", "xformers", "eager")
 
 
-@lru_cache(maxsize=1)
+_XFORMERS: list[bool] = []  # whether xformers imports, once asked (a plain list: compiled code reads it too)
+
+
 def xformers_available() -> bool:
+    if not _XFORMERS:
+        _XFORMERS.append(_xformers_imports())
+    return _XFORMERS[0]
+
+
+def _xformers_imports() -> bool:
     if importlib.util.find_spec("xformers") is None:
         return False
     try:

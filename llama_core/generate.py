@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llama_core.compiled import forward_step
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -88,9 +89,11 @@ def prefill(model: Transformer, tokens: torch.Tensor, key_mask: torch.Tensor | N
 
 def decode_one_token(model: Transformer, token: torch.Tensor, pos: int,
                      key_mask: torch.Tensor | None = None, rope_offset: torch.Tensor | None = None) -> torch.Tensor:
-    """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V)."""
+    """One step: token (B, 1) at position `pos` attends to the cache; next-token logits (B, V).
+    Compiled where `compile_decoding(model)` was called (llama_core.compiled)."""
     mask = None if key_mask is None else key_mask[:, :pos + 1]
-    return model(token, start_pos=pos, key_mask=mask, rope_offset=rope_offset)[0][:, -1]
+    step = getattr(model, "compiled_step", None) or forward_step
+    return step(model, token, pos, mask, rope_offset)
 
 
 def common_prefix(prompts: Sequence[Sequence[int]]) -> int:

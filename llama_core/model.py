@@ -50,6 +50,10 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     multiply by `rotation` (T, D/2) = cos + i·sin (or (B, T, D/2), a row's own positions), a single
     fused kernel forward and backward.
     """
+    if torch.compiler.is_compiling():  # Inductor has no complex kernels: the same product in real arithmetic
+        re, im = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, H, D/2) each
+        cos, sin = rotation.real.unsqueeze(-2), rotation.imag.unsqueeze(-2)
+        return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
     return torch.view_as_real(pairs * rotation.unsqueeze(-2)).flatten(-2).type_as(x)
 

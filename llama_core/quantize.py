@@ -145,7 +145,7 @@ class Int8Linear(nn.Module):
         per_channel = self.scales.shape[1] == 1
         if per_channel and x.device.type == "cpu" and x.dtype == torch.float32:
             flat = x.reshape(-1, self.in_features)
-            if self.weight_only:
+            if self.weight_only or torch.compiler.is_compiling():  # fbgemm's packed weights do not trace
                 y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight,
                                                        self._bf16_scales()).to(x.dtype)
             elif flat.shape[0] == 1:  # one token: fbgemm's per-tensor activation scale is per token
@@ -158,6 +158,11 @@ class Int8Linear(nn.Module):
                                                        self.scales[:, 0].to(x.dtype))
             return flat.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.dequantize().to(x.device, x.dtype))
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Build what the kernels read beside the weights now, so that a compiled forward finds them."""
+        if device.type == "cpu" and self.scales.shape[1] == 1:
+            self._bf16_scales()
 
     def _bf16_scales(self) -> torch.Tensor:
         if self._scales_bf16 is None:
@@ -221,6 +226,12 @@ class Int4Linear(nn.Module):
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), packed, self.group_size,
                                                            scales_zeros).to(x.dtype)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Pack the weights the way this device's kernel reads them for inputs of `dtype` now, so that
+        a compiled forward finds them (on CPU the kernel computes in bfloat16 whatever the input)."""
+        if device.type in ("cpu", "cuda"):
+            self._kernel_weights(device, torch.bfloat16 if device.type == "cpu" else dtype)
 
     def _kernel_weights(self, device: torch.device, dtype: torch.dtype):
         """The aten kernel's own packing of the weights, built once per device and dtype."""
@@ -299,6 +310,16 @@ def for_decoding(model: Transformer, quant: str = "none", group_size: int | None
     """`model` made ready for fast generation, in place: the packed float layout for "none"
     (llama_core.packing), the quantized linear layers for "int8" and "int4". Returns it."""
     return pack(model) if quant == "none" else quantize(model, quant, group_size)
+
+
+def prepare_kernels(model: Transformer) -> Transformer:
+    """Every quantized layer's kernel layout built now rather than on its first call: a compiled
+    forward (llama_core.compiled) reads them and must not build them while it is traced."""
+    weight = model.tok_embeddings.weight
+    for module in model.modules():
+        if isinstance(module, (Int8Linear, Int4Linear)):
+            module.prepare(weight.device, weight.dtype)
+    return model
 
 
 def _quantized(weight: torch.Tensor, mode: str, group_size: int | None) -> nn.Module:

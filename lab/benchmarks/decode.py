@@ -3,7 +3,8 @@
 One JSON line per quantization on stdout, also appended to runs/bench/decode.jsonl. A random-weight
 model of the preset's shape, packed for decoding (llama_core.packing) or quantized
 (llama_core.quantize, `--quant int8|int4|all`), runs greedy decoding of `--new` tokens after a
-`--prompt`-token prompt (prefill included in the time). `--checkpoint` times a real checkpoint's
+`--prompt`-token prompt (prefill included in the time); `--compile` adds each side again with its
+decode step compiled (llama_core.compiled). `--checkpoint` times a real checkpoint's
 weights instead (SmolLM2, a run, a quantized folder): a checkpoint stored quantized keeps its own
 blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`,
 transformers' `generate` runs on the same weights in the same process. Every side is interleaved
@@ -27,6 +28,7 @@ import torch
 
 from lab.benchmarks.profile_step import format_profile, profile_decode
 from llama_core.bandwidth import peak_bandwidth
+from llama_core.compiled import compile_decoding
 from llama_core.config import get_preset
 from llama_core.devices import device_name, resolve_device, synchronize
 from llama_core.flops import decode_bytes_per_token, kv_cache_bytes, mbu
@@ -40,6 +42,7 @@ from llama_core.run_folder import append_jsonl, bench_path
 DEFAULT_OUT = bench_path("runs", "decode")
 PROFILE_STEPS = 8  # decode steps profiled with --profile (at most --new)
 BF16 = "bf16"  # the side of --bf16: float weights in bfloat16
+COMPILED = " compiled"  # a side's name with it: the same weights, decoding compiled (--compile)
 
 
 def add_arguments(parser) -> None:
@@ -59,6 +62,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", action="store_true", help="after timing, profile a few decode steps of "
                         "each quantization: where one step's time goes (printed, and under 'profile' in the line)")
+    parser.add_argument("--compile", action="store_true", help="also time each side with its decode step compiled "
+                        "(llama_core.compiled; the warm-up round compiles, about a minute per side on a small CPU)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSONL file the line is appended to")
 
 
@@ -79,16 +84,11 @@ def run(args) -> int:
     if args.vs == "hf":  # from the plain weights, before packing renames them
         sides["hf"] = _hf_generate(model, prompt, args.new, device)
     models = {}
-    own = stored_quantization(resolve_path(args.checkpoint)) if args.checkpoint else "none"
-    for mode in (MODES if args.quant == "all" else (args.quant,)):
-        if mode != "none" and mode == own:  # the stored blocks as they are, the rest quantized alike
-            models[mode] = for_decoding(load_model(args.checkpoint, device, keep_quantized=True).model, mode)
-        else:
-            models[mode] = for_decoding(copy.deepcopy(model), mode)
-        sides[mode] = functools.partial(generate, models[mode], prompt, sampling)
-    if args.bf16:
-        models[BF16] = for_decoding(copy.deepcopy(model).to(torch.bfloat16))
-        sides[BF16] = functools.partial(generate, models[BF16], prompt, sampling)
+    for mode in [*(MODES if args.quant == "all" else (args.quant,)), *([BF16] if args.bf16 else [])]:
+        models[mode] = _ready(model, mode, args.checkpoint, device)
+        if args.compile:
+            models[mode + COMPILED] = compile_decoding(_ready(model, mode, args.checkpoint, device))
+    sides.update({side: functools.partial(generate, m, prompt, sampling) for side, m in models.items()})
     del model
     best: dict[str, float] = {}
     tokens: dict[str, list[int]] = {}
@@ -103,8 +103,9 @@ def run(args) -> int:
             best[name] = max(best.get(name, 0.0), len(out) / (time.perf_counter() - start))
     bandwidth, bandwidth_source = peak_bandwidth(device, args.threads)
     for side, quantized in models.items():
-        mode, dtype = ("none", "bfloat16") if side == BF16 else (side, "float32")
-        kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=2 if side == BF16 else 4)
+        base = side.removesuffix(COMPILED)
+        mode, dtype = ("none", "bfloat16") if base == BF16 else (base, "float32")
+        kv_bytes = kv_cache_bytes(cfg, args.prompt + args.new // 2, bytes_per_value=2 if base == BF16 else 4)
         step_bytes = step_weight_bytes(quantized) + kv_bytes
         record = {
             "bench": "decode", "preset": None if args.checkpoint else args.preset, "checkpoint": args.checkpoint,
@@ -113,8 +114,11 @@ def run(args) -> int:
             "threads": torch.get_num_threads(), "host": platform.node(), "tokens_per_s": round(best[side], 1),
             "weight_bytes_per_token": step_bytes - kv_bytes, "mbu": round(mbu(best[side], step_bytes, bandwidth), 4),
             "bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bandwidth_source,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "compiled": side.endswith(COMPILED), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        if side.endswith(COMPILED):
+            record["speedup_vs_uncompiled"] = round(best[side] / best[base], 2)
+            record["same_tokens_as_uncompiled"] = tokens[side] == tokens[base]
         if side != "none" and "none" in best:
             record["speedup_vs_float32"] = round(best[side] / best["none"], 2)
             record["same_tokens_as_float32"] = tokens[side] == tokens["none"]
@@ -143,6 +147,16 @@ def _plain_model(args, device: torch.device) -> Transformer:
     torch.manual_seed(0)
     with device:
         return Transformer(cfg).eval()
+
+
+def _ready(model: Transformer, side: str, checkpoint: str | None, device: torch.device) -> Transformer:
+    """A copy of `model` made ready to decode as `side` (a quantization, or BF16); a checkpoint stored
+    in that quantization keeps its own blocks, the rest quantized alike, as chat serves it."""
+    if side == BF16:
+        return for_decoding(copy.deepcopy(model).to(torch.bfloat16))
+    if side != "none" and checkpoint and side == stored_quantization(resolve_path(checkpoint)):
+        return for_decoding(load_model(checkpoint, device, keep_quantized=True).model, side)
+    return for_decoding(copy.deepcopy(model), side)
 
 
 def step_weight_bytes(model: Transformer) -> int:

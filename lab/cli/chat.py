@@ -6,6 +6,7 @@ import time
 
 from lab.cli.options import add_threads
 from llama_core.chat import Conversation, get_template
+from llama_core.compiled import compile_decoding
 from llama_core.devices import resolve_device
 from llama_core.formats import load_for_decoding
 from llama_core.generate import Sampling
@@ -29,11 +30,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quant", choices=(*MODES, "own"), default="own",
                         help="weight quantization for decoding: own (the default) is the checkpoint's own, 4-bit for "
                         "the bundled SmolLM2 and none for a float run; none keeps float32, in the packed layout")
+    parser.add_argument("--compile", action="store_true", help="compile the decode step (llama_core.compiled): "
+                        "about 1.5-2x the tokens/s on CPU once the first reply has waited for the compilation")
     add_threads(parser)
 
 
 def run(args) -> int:
     ckpt, quant = load_for_decoding(args.checkpoint, args.quant, resolve_device(args.device))
+    if args.compile:
+        compile_decoding(ckpt.model)
+        quant += ", compiled"
     template = get_template(args.template or ckpt.chat_template)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed)
