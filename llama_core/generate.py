@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llama_core.compiled import forward_step
+from llama_core.compiled import forward_step, is_compiled
 from llama_core.model import Transformer
 from llama_core.tokenizer import Tokenizer
 
@@ -163,7 +163,7 @@ def token_stream(model: Transformer, prompts: Sequence[Sequence[int]], sampling:
     stops = torch.tensor(sampling.stop_tokens or [-1], device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     rows = torch.arange(B, device=device)  # the original rows still computed
-    model.setup_caches(B, total)
+    model.setup_caches(B, model.config.max_seq_len if is_compiled(model) else total)  # one size compiles once
     try:
         if P:  # one row, written into every row's cache
             prefill(model, torch.as_tensor([list(prompts[0][:P])], device=device))

@@ -48,14 +48,21 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
     The pair (x[2i], x[2i+1]) is the complex number x[2i] + i·x[2i+1]; rotating it is one complex
     multiply by `rotation` (T, D/2) = cos + i·sin (or (B, T, D/2), a row's own positions), a single
-    fused kernel forward and backward.
+    fused kernel forward and backward. Compiled code gets `rotation` as cos and sin stacked on a
+    last axis of 2 (`rotations`) and does the same product in real arithmetic.
     """
-    if torch.compiler.is_compiling():  # Inductor has no complex kernels: the same product in real arithmetic
+    if not rotation.is_complex():  # Inductor has no complex kernels
         re, im = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, T, H, D/2) each
-        cos, sin = rotation.real.unsqueeze(-2), rotation.imag.unsqueeze(-2)
+        cos, sin = rotation.unsqueeze(-3).unbind(-1)
         return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
     return torch.view_as_real(pairs * rotation.unsqueeze(-2)).flatten(-2).type_as(x)
+
+
+def rotations(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """e^(i m theta_j) = cos + i·sin for each position m: complex, or (..., D/2, 2) real while compiling."""
+    cos, sin = cos.float(), sin.float()
+    return torch.stack([cos, sin], dim=-1) if torch.compiler.is_compiling() else torch.complex(cos, sin)
 
 
 class KVCache(nn.Module):
@@ -201,13 +208,12 @@ class Transformer(nn.Module):
             raise ValueError("give a row's RoPE positions either as rope_offset or as positions, not both")
         # e^(i m theta_j) for each position m: rotating a pair is one complex multiply
         if positions is None and rope_offset is None:
-            rotation = torch.complex(self.rope_cos[start_pos:start_pos + T].float(),
-                                     self.rope_sin[start_pos:start_pos + T].float())  # (T, D/2)
+            rotation = rotations(self.rope_cos[start_pos:start_pos + T], self.rope_sin[start_pos:start_pos + T])
         else:
             if positions is None:
                 slots = torch.arange(start_pos, start_pos + T, device=tokens.device)
                 positions = (slots[None] - rope_offset.to(tokens.device)[:, None]).clamp(min=0)  # padding clamps
-            rotation = torch.complex(self.rope_cos[positions].float(), self.rope_sin[positions].float())  # (B, T, D/2)
+            rotation = rotations(self.rope_cos[positions], self.rope_sin[positions])  # (B, T, D/2)
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         backend = resolve_backend(self.attn_backend, h)  # once, not per layer
         for layer in self.layers:

@@ -24,7 +24,9 @@ Kernels were picked by measurement on a 2-core x86 CPU (1 thread, one 2048x768 m
 - Outliers: the FFN's w2 reads silu(x W1^T) * (x W3^T), whose few huge channels set each token's
   range; quantizing them cost SmolLM2 +0.29% bits/byte of int8's +0.67%. w2 therefore runs
   weight-only: `_weight_int8pack_mm` in bfloat16 (1.8x fbgemm's time, below float32's).
-So on CPU per-channel int8 runs fbgemm for one token and `_int_mm` for several (w2: weight-only); on CUDA both modes
+So on CPU per-channel int8 runs fbgemm for one token and `_int_mm` for several (w2: weight-only),
+and every layer weight-only in a compiled step (llama_core.compiled: fbgemm's packed weights do not
+trace); on CUDA both modes
 use aten's weight-only kernels (the standard there); grouped int8 has no fast kernel and dequantizes
 per call. `lab bench decode --quant` reports the speeds.
 """

@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from llama_core.compiled import compile_decoding, compile_unavailable_reason, is_compiled
 from llama_core.generate import Sampling, decode_one_token, generate, generate_batch, prefill
@@ -27,8 +28,11 @@ def test_compiled_float_decoding_recites_alone_and_in_a_padded_batch(sp_tokenize
     # every memorised step has a margin of at least ln 4: compiled float32 must keep every one
     greedy = Sampling(max_new_tokens=39, temperature=0.0)
     assert generate(compiled, text[:1], greedy) == text[1:]
-    # another length and a start further in: the same compiled step (dynamic shapes) continues the text
+    # another length and a start further in: the same compiled step (dynamic shapes) continues the text,
+    # with no new compilation (a chat's every reply has another length)
+    graphs = counters["stats"]["unique_graphs"]
     assert generate(compiled, text[:9], Sampling(max_new_tokens=20, temperature=0.0)) == text[9:29]
+    assert counters["stats"]["unique_graphs"] == graphs
     # left-padded prompts of two lengths: the key-mask step, compiled, continues each
     rows = generate_batch(compiled, [text[:5], text[:12]], Sampling(max_new_tokens=10, temperature=0.0))
     assert rows == [text[5:15], text[12:22]]

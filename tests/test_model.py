@@ -81,3 +81,21 @@ def test_context_overflow_is_a_clear_error():
 def test_tied_embeddings_share_one_tensor():
     model = Transformer(TINY_TIED_THETA)
     assert model.output.weight is model.tok_embeddings.weight
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rope_in_real_arithmetic_is_the_complex_rotation(per_row):
+    """Compiled code rotates with cos and sin stacked (Inductor has no complex kernels): the same rotation."""
+    from llama_core.model import apply_rope, rope_tables
+
+    cos, sin = rope_tables(16, 12, 10000.0)  # (12, 8)
+    if per_row:  # a row's own positions, (B, T, D/2)
+        positions = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+        cos, sin = cos[positions], sin[positions]
+    else:
+        cos, sin = cos[:5], sin[:5]
+    x = torch.randn(2, 5, 3, 16)
+    complex_form = apply_rope(x, torch.complex(cos, sin))
+    real_form = apply_rope(x, torch.stack([cos, sin], dim=-1))
+    # the same four products and two sums per pair, each rounded once either way
+    torch.testing.assert_close(real_form, complex_form, rtol=1e-6, atol=1e-6)

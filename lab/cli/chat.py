@@ -40,6 +40,8 @@ def run(args) -> int:
     if args.compile:
         compile_decoding(ckpt.model)
         quant += ", compiled"
+        print("The decode step compiles during the first reply: minutes on a small CPU the first time, "
+              "less once Inductor's disk cache has it.")
     template = get_template(args.template or ckpt.chat_template)
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed)
