@@ -244,9 +244,12 @@ class Transformer(nn.Module):
 
     @property
     def num_params(self) -> int:
-        """Unique parameters (a tied output matrix counts once, also once packing gave it its own copy)."""
+        """Unique weights: the parameters, and the weights a quantized layer holds as buffers
+        (llama_core.quantize); a tied output matrix counts once, also where packing or quantization
+        gave it its own copy."""
         n = sum(p.numel() for p in self.parameters())
-        head = list(self.output.parameters())
-        if self.config.tie_embeddings and not any(p is self.tok_embeddings.weight for p in head):
-            n -= sum(p.numel() for p in head)
+        n += sum(m.in_features * m.out_features for m in self.modules()
+                 if hasattr(m, "in_features") and next(m.parameters(recurse=False), None) is None)
+        if self.config.tie_embeddings and getattr(self.output, "weight", None) is not self.tok_embeddings.weight:
+            n -= self.config.vocab_size * self.config.dim  # the head's own copy of the embedding
         return n

@@ -9,12 +9,12 @@ import copy
 
 import pytest
 import torch
+from tiny_trained import MEMORISED, trained_model
 from torch._dynamo.utils import counters
 
 from llama_core.compiled import compile_decoding, compile_unavailable_reason, is_compiled
 from llama_core.generate import Sampling, decode_one_token, generate, generate_batch, prefill
 from llama_core.quantize import for_decoding
-from tests.tiny_trained import MEMORISED, trained_model
 
 pytestmark = pytest.mark.skipif(compile_unavailable_reason("cpu") is not None,
                                 reason=str(compile_unavailable_reason("cpu")))

@@ -192,3 +192,16 @@ def test_a_device_without_a_kernel_gets_a_warning_that_names_the_fallback():
     # the fallback runs: a quantized layer on a device without its kernel is its dequantized product
     layer = Int4Linear.from_float(_w(), 32).to("meta")
     assert layer(torch.randn(2, 64, device="meta")).shape == (2, 96)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_quantized_model_counts_the_weights_its_buffers_hold(mode):
+    """Quantized weights are buffers, not parameters: the count still covers them (chat prints it),
+    and a tied head quantized into its own copy counts once."""
+    from conftest import TINY, TINY_TIED_THETA
+    from llama_core.model import Transformer
+
+    for cfg in (TINY, TINY_TIED_THETA):
+        torch.manual_seed(0)
+        plain = Transformer(cfg)
+        assert quantize(copy.deepcopy(plain), mode).num_params == plain.num_params
