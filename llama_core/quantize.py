@@ -224,19 +224,21 @@ class Int4Linear(nn.Module):
         elif x.device.type != "cpu":  # no kernel here (`kernel_for` warned): the float product
             return F.linear(x, self.dequantize().to(x.device, x.dtype))
         else:  # the CPU kernel is fast in bfloat16 only (float32 measured 30x slower): compute in it
-            packed, scales_zeros = self._kernel_weights(x.device, torch.bfloat16)
+            packed, scales_zeros = self._kernel_weights(x.device, x.dtype)
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), packed, self.group_size,
                                                            scales_zeros).to(x.dtype)
         return y.view(*x.shape[:-1], self.out_features)
 
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         """Pack the weights the way this device's kernel reads them for inputs of `dtype` now, so that
-        a compiled forward finds them (on CPU the kernel computes in bfloat16 whatever the input)."""
+        a compiled forward finds them."""
         if device.type in ("cpu", "cuda"):
-            self._kernel_weights(device, torch.bfloat16 if device.type == "cpu" else dtype)
+            self._kernel_weights(device, dtype)
 
     def _kernel_weights(self, device: torch.device, dtype: torch.dtype):
         """The aten kernel's own packing of the weights, built once per device and dtype."""
+        if device.type == "cpu":  # the CPU kernel computes in bfloat16 whatever the input
+            dtype = torch.bfloat16
         key = (device, dtype)
         if self._kernel is None or self._kernel[0] != key:
             q = unpack_nibbles(self.weight).to(torch.int32)

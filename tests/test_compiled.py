@@ -27,7 +27,9 @@ def test_compiled_float_decoding_recites_alone_and_in_a_padded_batch(sp_tokenize
     text = sp_tokenizer.encode(MEMORISED, bos=True)[:40]
     # every memorised step has a margin of at least ln 4: compiled float32 must keep every one
     greedy = Sampling(max_new_tokens=39, temperature=0.0)
+    before = counters["stats"]["unique_graphs"]
     assert generate(compiled, text[:1], greedy) == text[1:]
+    assert counters["stats"]["unique_graphs"] > before  # the steps ran compiled: Dynamo built a graph
     # another length and a start further in: the same compiled step (dynamic shapes) continues the text,
     # with no new compilation (a chat's every reply has another length)
     graphs = counters["stats"]["unique_graphs"]
