@@ -44,15 +44,20 @@ def _train_args(hamlet, runs_dir, name):
 def _resume_from_middle(runs, src, name, nproc, *extra):
     """Copy run `src`, drop its last checkpoint, and resume it as `name` with `nproc` processes."""
     run_dir = runs["root"] / "runs" / name
-    shutil.copytree(runs["root"] / "runs" / src, run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps(dict(config, name=name)))
-    shutil.rmtree(RunFolder(run_dir).checkpoint_dir(STEPS))
+
+    def copy():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(runs["root"] / "runs" / src, run_dir)
+        config = json.loads((run_dir / "config.json").read_text())
+        (run_dir / "config.json").write_text(json.dumps(dict(config, name=name)))
+        shutil.rmtree(RunFolder(run_dir).checkpoint_dir(STEPS))
+
+    copy()
     args = _train_args(runs["hamlet"], runs["root"] / "runs", name) + ["--resume", *extra]
     if nproc == 1:
         return subprocess.run([sys.executable, "-m", "lab", *args], env=runs["env"], check=True, timeout=240,
                               capture_output=True, text=True)
-    return _torchrun(nproc, args, runs["env"])
+    return _torchrun(nproc, args, runs["env"], restore=copy)
 
 
 @pytest.fixture(scope="module")
