@@ -19,11 +19,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quant", choices=MODES, default="none",
                         help="weight quantization for decoding (none keeps float32, in the packed layout)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the decode step (llama_core.compiled): the first sample waits for the "
+                        "compilation (about 1.5 minutes for lab-110m on a 2-core CPU), later ones are faster")
 
 
 def run(args) -> int:
     texts = samples(run_dir_of(args.run, args.runs_dir), args.prompt, args.num, args.max_new_tokens,
-                    args.temperature, args.top_k, args.top_p, args.seed, args.device, args.quant)
+                    args.temperature, args.top_k, args.top_p, args.seed, args.device, args.quant,
+                    args.compile)
     for i, text in enumerate(texts):
         print(f"--- sample {i + 1} ---\n{text}\n")
     return 0
