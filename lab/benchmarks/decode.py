@@ -7,7 +7,8 @@ model of the preset's shape, packed for decoding (llama_core.packing) or quantiz
 decode step compiled (llama_core.compiled). `--checkpoint` times a real checkpoint's
 weights instead (SmolLM2, a run, a quantized folder): a checkpoint stored quantized keeps its own
 blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`,
-transformers' `generate` runs on the same weights in the same process. Every side is interleaved
+transformers' `generate` runs on the same weights in the same process; with `--vs llamacpp`, llama.cpp
+runs the lab's GGUF export of the checkpoint (lab.benchmarks.llamacpp_side). Every side is interleaved
 round by round so that load on a shared machine hits all alike, and reports its best round. MBU
 counts the bytes of the weights a step reads in their stored form, plus the mean KV cache, against
 the bandwidth a one-row product reaches over weights larger than the cache (llama_core.bandwidth;
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lab.benchmarks.llamacpp_side import llamacpp_sides
 from lab.benchmarks.profile_step import format_profile, profile_decode
 from llama_core.bandwidth import peak_bandwidth
 from llama_core.compiled import compile_decoding
@@ -52,7 +54,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt", type=int, default=16, help="prompt tokens")
     parser.add_argument("--new", type=int, default=256, help="new tokens per round")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per side (after a warm-up)")
-    parser.add_argument("--vs", choices=["hf"], default=None, help="also time transformers' generate")
+    parser.add_argument("--vs", choices=["hf", "llamacpp"], action="append", default=[],
+                        help="also time transformers' generate (hf, float32), or llama.cpp on the lab's GGUF "
+                        "export of --checkpoint (llamacpp: int8 as Q8_0, int4 as Q4_1; needs llama-cpp-python); "
+                        "repeat for both")
     parser.add_argument("--quant", choices=[*MODES, "all"], default="none",
                         help="weight quantization of the lab's model (all: float32, int8 and int4 side by side)")
     parser.add_argument("--bf16", action="store_true", help="also time the float model with bfloat16 weights (a "
@@ -83,11 +88,14 @@ def run(args) -> int:
     sampling = Sampling(max_new_tokens=args.new, temperature=0.0)
 
     sides = {}
-    if args.vs == "hf":  # from the plain weights, before packing renames them
+    if "hf" in args.vs:  # from the plain weights, before packing renames them
         sides["hf"] = _hf_generate(model, prompt, args.new, device)
     models = {}
     own = stored_quantization(resolve_path(args.checkpoint)) if args.checkpoint else "none"
-    for mode in [*(MODES if args.quant == "all" else (args.quant,)), *([BF16] if args.bf16 else [])]:
+    modes = list(MODES if args.quant == "all" else (args.quant,))
+    if "llamacpp" in args.vs:
+        sides.update(llamacpp_sides(args.checkpoint, modes, own, prompt, args.new, args.threads))
+    for mode in [*modes, *([BF16] if args.bf16 else [])]:
         models[mode] = _ready(model, mode, own, args.checkpoint, device)
         if args.compile:
             models[mode + COMPILED] = compile_decoding(_ready(model, mode, own, args.checkpoint, device))
@@ -134,9 +142,18 @@ def run(args) -> int:
                                            bandwidth), 4))
             if side == "none":
                 record["same_tokens_as_hf"] = tokens[side] == tokens["hf"]
+        if (peer := f"llama.cpp {base}") in best:  # the same block format, run by llama.cpp
+            record.update(llamacpp_tokens_per_s=round(best[peer], 1),
+                          speedup_vs_llamacpp=round(best[side] / best[peer], 2),
+                          llamacpp_same_tokens_for=_agreeing_prefix(tokens[side], tokens[peer]))
         print(json.dumps(record, sort_keys=True), flush=True)
         append_jsonl(args.out, record)
     return 0
+
+
+def _agreeing_prefix(a: list[int], b: list[int]) -> int:
+    """How many greedy tokens two decoders agree on before they first differ (all of them if never)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _plain_model(args, device: torch.device) -> Transformer:
