@@ -3,7 +3,8 @@
 One JSON line per quantization on stdout, also appended to runs/bench/decode.jsonl. A random-weight
 model of the preset's shape, packed for decoding (llama_core.packing) or quantized
 (llama_core.quantize, `--quant int8|int4|all`), runs greedy decoding of `--new` tokens after a
-`--prompt`-token prompt (prefill included in the time); `--compile` adds each side again with its
+`--prompt`-token prompt (prefill included in the time; a checkpoint reads the start of Hamlet, a
+random preset random ids); `--compile` adds each side again with its
 decode step compiled (llama_core.compiled). `--checkpoint` times a real checkpoint's
 weights instead (SmolLM2, a run, a quantized folder): a checkpoint stored quantized keeps its own
 blocks for its own mode (the bundled GGUF's Q4_1 for int4), as chat serves it. With `--vs hf`,
@@ -32,9 +33,10 @@ from lab.benchmarks.profile_step import format_profile, profile_decode
 from llama_core.bandwidth import peak_bandwidth
 from llama_core.compiled import compile_decoding
 from llama_core.config import get_preset
+from llama_core.data import shakespeare_files
 from llama_core.devices import device_name, resolve_device, synchronize
 from llama_core.flops import decode_bytes_per_token, kv_cache_bytes, mbu
-from llama_core.formats import load_model, resolve_path
+from llama_core.formats import LoadedModel, load_model, resolve_path
 from llama_core.formats.quantized import stored_quantization
 from llama_core.generate import Sampling, generate
 from llama_core.model import Transformer
@@ -79,12 +81,12 @@ def run(args) -> int:
         raise ValueError("--prompt, --new and --rounds must be positive")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model = _plain_model(args, device)
+    model, loaded = _plain_model(args, device)
     cfg = model.config
     if args.prompt + args.new > cfg.max_seq_len:
         raise ValueError(f"--prompt + --new = {args.prompt + args.new} tokens exceed the checkpoint's "
                          f"{cfg.max_seq_len}-token context: ask for fewer")
-    prompt = torch.randint(0, cfg.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
+    prompt = _prompt(loaded, cfg.vocab_size, args.prompt)
     sampling = Sampling(max_new_tokens=args.new, temperature=0.0)
 
     sides = {}
@@ -156,17 +158,37 @@ def _agreeing_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def _plain_model(args, device: torch.device) -> Transformer:
-    """The float model the sides start from: the checkpoint's, or random weights of the preset's shape."""
+def _prompt(loaded: LoadedModel | None, vocab_size: int, n: int) -> list[int]:
+    """`n` prompt ids: the start of a passage of Hamlet in a checkpoint's own tokenizer, so that greedy
+    continuations mean something and agree or not for a reason (random ids make near ties from the
+    first token); random ids for a random-weight preset, or where the corpus is not installed."""
+    if loaded is not None:
+        try:
+            hamlet = next(f for f in shakespeare_files() if "hamlet" in f.name)
+        except (FileNotFoundError, StopIteration):
+            hamlet = None
+        if hamlet is not None:
+            text = hamlet.read_text(encoding="utf-8", errors="replace")
+            start = text.find("Who's there?")  # the play's first line, past the Gutenberg header
+            ids = loaded.tokenizer.encode(text[max(start, 0):max(start, 0) + 16 * n], bos=loaded.add_bos)
+            if len(ids) >= n:
+                return ids[:n]
+    return torch.randint(0, vocab_size, (n,), generator=torch.Generator().manual_seed(1)).tolist()
+
+
+def _plain_model(args, device: torch.device) -> tuple[Transformer, LoadedModel | None]:
+    """The float model the sides start from: the checkpoint's (with its tokenizer), or random weights
+    of the preset's shape (none)."""
     if args.checkpoint:
-        return load_model(args.checkpoint, device).model
+        loaded = load_model(args.checkpoint, device)
+        return loaded.model, loaded
     cfg = get_preset(args.preset)
     # the weights are random, so only the shape matters: stretch the context to fit the run
     # (lab-15m's 256 positions cannot hold the standard 16 + 256)
     cfg = cfg.replace(max_seq_len=max(cfg.max_seq_len, args.prompt + args.new))
     torch.manual_seed(0)
     with device:
-        return Transformer(cfg).eval()
+        return Transformer(cfg).eval(), None
 
 
 def _ready(model: Transformer, side: str, own: str, checkpoint: str | None, device: torch.device) -> Transformer:
