@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 7), about 5 minutes on one CUDA GPU:
+# The GPU check (issues 7 and 13), about 8 minutes on one CUDA GPU:
 #   1. the CUDA-marked tests (pytest -m cuda): xformers and sdpa agree in bf16, a bf16 training
 #      step with each activation-checkpointing policy runs and its loss is finite, ...
 #   2. the training MFU of a ~1B-parameter LLaMA (dim 2048, 18 layers, 16 heads: 1.06B) in bf16
@@ -8,7 +8,9 @@
 #   curve, tests/test_tensor_parallel.py) and a last stage prints `lab bench parallel` over NCCL:
 #   tokens/s, MFU, peak memory and bytes sent per rank (beside the formula) for dp, tp and 2-D
 #   layouts of a lab-110m-shaped model; with one GPU it says why both are skipped.
-# Figures are appended to runs/bench/checkpointing.jsonl (the app's throughput page reads it).
+#   Then batch-1 decoding (issue 13): lab-110m and SmolLM2 in float32, bf16, int8 and int4 (aten's
+#   weight-only CUDA kernels), tokens/s and MBU, lab-110m beside transformers' generate.
+# Figures are appended to runs/bench/checkpointing.jsonl and runs/bench/decode.jsonl (the app's throughput page reads it).
 # Without a CUDA GPU it says so and exits 0: there is nothing to check.
 # Usage: scripts/gpu_check.sh        (PYTHON=/path/to/python to pick the interpreter)
 set -uo pipefail
@@ -58,6 +60,20 @@ if rows:
     print(f"best training MFU {best:.1%} (target: at least 50% on an H100; the paper's 65B run: ~48% of an A100)")
 EOF
 rm -f "$results"
+
+echo "== decode at batch 1 (issue 13): lab-110m float32 / int8 / int4 beside transformers, then SmolLM2"
+for target in "--preset lab-110m --vs hf" "--checkpoint smollm2"; do
+    # shellcheck disable=SC2086  # the target's words are separate arguments
+    timeout 120 "$PYTHON" -m lab bench decode $target --quant all --bf16 --rounds 2 --device cuda | "$PYTHON" -c "
+import json, sys
+for line in sys.stdin:
+    if line.startswith('{'):
+        r = json.loads(line)
+        vs = f\" {r['speedup_vs_hf']}x transformers\" if 'speedup_vs_hf' in r else ''
+        print(f\"{r['checkpoint'] or r['preset']:<9} {r['quant']:<5} {r['dtype']:<9} {r['tokens_per_s']:>7.1f} tok/s \"
+              f\"MBU {r['mbu']:.2f}{vs}\")
+" || { echo "gpu_check: decode benchmark FAILED or timed out"; status=1; }
+done
 
 if [ "$gpus" -ge 2 ]; then
     echo "== parallel layouts over NCCL ($gpus GPUs): lab bench parallel, fp32"
