@@ -96,7 +96,7 @@ def run(args) -> int:
     own = stored_quantization(resolve_path(args.checkpoint)) if args.checkpoint else "none"
     modes = list(MODES if args.quant == "all" else (args.quant,))
     if "llamacpp" in args.vs:
-        sides.update(llamacpp_sides(args.checkpoint, modes, own, prompt, args.new, args.threads))
+        sides.update(llamacpp_sides(loaded, modes, own, prompt, args.new, args.threads))
     for mode in [*modes, *([BF16] if args.bf16 else [])]:
         models[mode] = _ready(model, mode, own, args.checkpoint, device)
         if args.compile:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llama_core.formats import load_model, resolve_path
+from llama_core.formats import LoadedModel
 from llama_core.formats.gguf_write import save_gguf
 
 BLOCKS = {"int8": "q8_0", "int4": "q4_1"}  # the lab's quantization -> the GGUF block type llama.cpp reads
@@ -32,14 +32,12 @@ def llamacpp_unavailable_reason() -> str | None:
     return None
 
 
-def gguf_for(checkpoint: str, mode: str, own: str, folder: Path) -> Path:
+def gguf_for(loaded: LoadedModel, mode: str, own: str, folder: Path) -> Path:
     """The GGUF file llama.cpp runs for `mode`: the checkpoint's own file where it is stored that way,
-    else the lab's export of it."""
-    path = resolve_path(checkpoint)
-    if mode == own and path.suffix == ".gguf":
-        return path
-    loaded = load_model(checkpoint, "cpu")
-    out = folder / f"{Path(checkpoint).stem}-{BLOCKS[mode]}.gguf"
+    else the lab's export of its float model."""
+    if mode == own and loaded.source.suffix == ".gguf":
+        return loaded.source
+    out = folder / f"{loaded.source.stem}-{BLOCKS[mode]}.gguf"
     return save_gguf(loaded.model, out, loaded.tokenizer, BLOCKS[mode], add_bos=loaded.add_bos)
 
 
@@ -66,12 +64,13 @@ def llamacpp_generate(gguf: Path, prompt: list[int], new: int, threads: int) -> 
     return run
 
 
-def llamacpp_sides(checkpoint: str | None, modes: list[str], own: str, prompt: list[int], new: int,
+def llamacpp_sides(loaded: LoadedModel | None, modes: list[str], own: str, prompt: list[int], new: int,
                    threads: int) -> dict[str, Callable[[], list[int]]]:
-    """'llama.cpp int8' / 'llama.cpp int4' sides for the quantized modes in `modes`."""
+    """'llama.cpp int8' / 'llama.cpp int4' sides for the quantized modes in `modes` of the checkpoint
+    `loaded` (float, as `load_model` gives it)."""
     if reason := llamacpp_unavailable_reason():
         raise SystemExit(reason)
-    if checkpoint is None:
+    if loaded is None:
         raise SystemExit("--vs llamacpp needs --checkpoint (a run or smollm2): llama.cpp loads a file with its "
                          "vocabulary, which a random-weight preset has not")
     wanted = [m for m in modes if m in BLOCKS]
@@ -79,7 +78,7 @@ def llamacpp_sides(checkpoint: str | None, modes: list[str], own: str, prompt: l
         raise SystemExit("--vs llamacpp compares GGUF block types: give --quant int8, int4 or all")
     folder = Path(tempfile.mkdtemp(prefix="lab-llamacpp-"))
     try:  # llama.cpp has read (or mapped) each file once its Llama exists
-        return {f"llama.cpp {m}": llamacpp_generate(gguf_for(checkpoint, m, own, folder), prompt, new, threads)
+        return {f"llama.cpp {m}": llamacpp_generate(gguf_for(loaded, m, own, folder), prompt, new, threads)
                 for m in wanted}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
