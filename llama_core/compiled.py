@@ -9,9 +9,9 @@ CPU, its C++ wrapper calls the matmul kernels with no Python between them. Shape
 module buffer's size as a constant: a cache sized to each generation would recompile every time),
 so one compilation serves every step of every generation; another batch size, or a key mask or
 RoPE offset (batched prompts of several lengths), compiles once more. The cost is memory: SmolLM2's
-8,192-position float32 cache is 377 MB. The quantized layers keep their kernels inside the graph,
-except that int8 on CPU runs weight-only there (fbgemm's packed weights do not trace;
-llama_core.quantize).
+8,192-position float32 cache is 377 MB. The quantized layers keep their kernels inside the graph;
+int8 on CPU reaches fbgemm through a custom op, because its packed weights do not trace
+(llama_core.quantize).
 
 Opt in (`--compile`): the first step compiles, on a 2-core CPU for about 1.5 minutes at lab-110m's
 12 layers and 6 at SmolLM2's 30; Inductor caches the result on disk, so a later process with the

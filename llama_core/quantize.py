@@ -24,16 +24,19 @@ Kernels were picked by measurement on a 2-core x86 CPU (1 thread, one 2048x768 m
 - Outliers: the FFN's w2 reads silu(x W1^T) * (x W3^T), whose few huge channels set each token's
   range; quantizing them cost SmolLM2 +0.29% bits/byte of int8's +0.67%. w2 therefore runs
   weight-only: `_weight_int8pack_mm` in bfloat16 (1.8x fbgemm's time, below float32's).
-So on CPU per-channel int8 runs fbgemm for one token and `_int_mm` for several (w2: weight-only),
-and every layer weight-only in a compiled step (llama_core.compiled: fbgemm's packed weights do not
-trace); on CUDA both modes
+So on CPU per-channel int8 runs fbgemm for one token and `_int_mm` for several (w2: weight-only).
+A compiled step (llama_core.compiled) cannot trace fbgemm's packed weights, so it calls them through
+one custom op, `llama_lab::fbgemm_int8_linear`, which names its layer by a handle (lab-110m: 101
+tokens/s against 71 weight-only); several rows run weight-only there. On CUDA both modes
 use aten's weight-only kernels (the standard there); grouped int8 has no fast kernel and dequantizes
 per call. `lab bench decode --quant` reports the speeds.
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
+import weakref
 
 import torch
 import torch.nn as nn
@@ -117,6 +120,24 @@ def _group(n_in: int, group_size: int, kind: str) -> int:
 
 # ---------------------------------------------------------------------------------- linear layers
 
+# ------------------------------------------------------------------ fbgemm inside a compiled graph
+
+_FBGEMM_LAYERS: dict[int, weakref.ref] = {}  # handle -> the Int8Linear whose packed weight the op reads
+_HANDLES = itertools.count()
+
+
+@torch.library.custom_op("llama_lab::fbgemm_int8_linear", mutates_args=())
+def fbgemm_int8_linear(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    """fbgemm's dynamic int8 linear of the layer registered as `handle`: one op that a compiled graph
+    holds, where the packed weight itself (a TorchScript object) does not trace."""
+    return torch.ops.quantized.linear_dynamic(x, _FBGEMM_LAYERS[handle]()._fbgemm_weight())
+
+
+@fbgemm_int8_linear.register_fake
+def _(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
 class Int8Linear(nn.Module):
     """y = x (scales * q)^T with int8 weights; see the module docstring for the kernels."""
 
@@ -128,6 +149,7 @@ class Int8Linear(nn.Module):
         self._fbgemm = None
         self._sums = None
         self._scales_bf16 = None
+        self._handle = None  # this layer's name for fbgemm_int8_linear (`prepare`)
         # True: never quantize this layer's inputs (on CPU: weight-only, in bfloat16), for a layer
         # whose inputs carry outlier channels (`fuse_quantized` sets it for the FFN's w2)
         self.weight_only = False
@@ -147,10 +169,13 @@ class Int8Linear(nn.Module):
         per_channel = self.scales.shape[1] == 1
         if per_channel and x.device.type == "cpu" and x.dtype == torch.float32:
             flat = x.reshape(-1, self.in_features)
-            if self.weight_only or torch.compiler.is_compiling():  # fbgemm's packed weights do not trace
+            one_token = flat.shape[0] == 1 and not self.weight_only  # fbgemm's one scale is the token's own
+            if one_token and torch.compiler.is_compiling() and self._handle is not None:
+                return fbgemm_int8_linear(x, self._handle, self.out_features)
+            if self.weight_only or torch.compiler.is_compiling():
                 y = torch.ops.aten._weight_int8pack_mm(flat.to(torch.bfloat16), self.weight,
                                                        self._bf16_scales()).to(x.dtype)
-            elif flat.shape[0] == 1:  # one token: fbgemm's per-tensor activation scale is per token
+            elif one_token:
                 return torch.ops.quantized.linear_dynamic(x, self._fbgemm_weight())
             else:
                 y = int8_matmul_per_token(flat, self.weight, self.scales[:, 0], self._row_sums())
@@ -165,6 +190,16 @@ class Int8Linear(nn.Module):
         """Build what the kernels read beside the weights now, so that a compiled forward finds them."""
         if device.type == "cpu" and self.scales.shape[1] == 1:
             self._bf16_scales()
+            if not self.weight_only:
+                self._fbgemm_weight()
+                self._register()
+
+    def _register(self) -> None:
+        """Give this layer a handle of its own (a deep copy carries its original's: it gets a new one)."""
+        ref = _FBGEMM_LAYERS.get(self._handle) if self._handle is not None else None
+        if ref is None or ref() is not self:
+            self._handle = handle = next(_HANDLES)
+            _FBGEMM_LAYERS[handle] = weakref.ref(self, lambda _, h=handle: _FBGEMM_LAYERS.pop(h, None))
 
     def _bf16_scales(self) -> torch.Tensor:
         if self._scales_bf16 is None:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from tiny_trained import MEMORISED, trained_model
 from torch._dynamo.utils import counters
+from torch.profiler import ProfilerActivity
 
 from llama_core.compiled import compile_decoding, compile_unavailable_reason, is_compiled
 from llama_core.generate import Sampling, decode_one_token, generate, generate_batch, prefill
-from llama_core.quantize import for_decoding
+from llama_core.quantize import Int8Linear, for_decoding
 
 pytestmark = pytest.mark.skipif(compile_unavailable_reason("cpu") is not None,
                                 reason=str(compile_unavailable_reason("cpu")))
@@ -50,17 +51,20 @@ def test_compiled_quantized_steps_stay_within_the_quantization_error(sp_tokenize
     steps = []
     compiled.setup_caches(1, len(ids))
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
             steps.append(prefill(compiled, torch.tensor([ids[:1]])))
             for pos in range(1, len(ids)):  # the memorised text fed back, one token per compiled step
                 steps.append(decode_one_token(compiled, torch.tensor([[ids[pos]]]), pos))
     finally:
         compiled.clear_caches()
+    if mode == "int8":  # inside the graph, each int8 layer but w2 runs fbgemm through the lab's op
+        fbgemm = [m for m in compiled.modules() if isinstance(m, Int8Linear) and not m.weight_only]
+        calls = sum(e.count for e in prof.key_averages() if e.key == "llama_lab::fbgemm_int8_linear")
+        assert fbgemm and calls >= len(fbgemm) * (len(ids) - 1)  # (compiling the first step may run it too)
     logits = torch.cat(steps)  # (positions, V)
     fp = reference[0]
     error = (logits - fp).abs().max().item()
     # the bounds of tests/test_quantize.py for the uncompiled layers, relative to the logits' scale
-    # (compiled int8 runs weight-only: no activation rounding, so well inside int8's bound)
     assert error <= {"int8": 0.05, "int4": 0.25}[mode] * fp.abs().max().item()
     top2 = fp.topk(2, -1).values
     real = (top2[:, 0] - top2[:, 1]) > 2 * error  # steps no error this size can flip
