@@ -118,8 +118,6 @@ def _group(n_in: int, group_size: int, kind: str) -> int:
     return group_size
 
 
-# ---------------------------------------------------------------------------------- linear layers
-
 # ------------------------------------------------------------------ fbgemm inside a compiled graph
 
 _FBGEMM_LAYERS: dict[int, weakref.ref] = {}  # handle -> the Int8Linear whose packed weight the op reads
@@ -137,6 +135,8 @@ def fbgemm_int8_linear(x: torch.Tensor, handle: int, out_features: int) -> torch
 def _(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], out_features))
 
+
+# ---------------------------------------------------------------------------------- linear layers
 
 class Int8Linear(nn.Module):
     """y = x (scales * q)^T with int8 weights; see the module docstring for the kernels."""
