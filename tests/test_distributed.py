@@ -44,7 +44,7 @@ def _torchrun(nproc, args, env, timeout=240, restore=None):
 
     The first failure is not hidden: its exit status and the end of what the ranks printed come as a
     warning, and a second failure fails the test with the same. (A 4-rank start failed once in CI
-    and once in about 20 local tries; the ranks' output had not been kept.) `restore` puts the files
+    and once in about 30 local tries; the ranks' output had not been kept.) `restore` puts the files
     back as they were before the launch; by default it removes the run folder that ARGS names.
     """
     # a free rendezvous port of its own, so that tests running side by side do not collide

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lab.benchmarks.llamacpp_side import llamacpp_sides
+from lab.benchmarks.llamacpp_side import check_llamacpp, llamacpp_sides
 from lab.benchmarks.profile_step import format_profile, profile_decode
 from llama_core.bandwidth import peak_bandwidth
 from llama_core.compiled import compile_decoding
@@ -79,6 +79,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.prompt < 1 or args.new < 1 or args.rounds < 1:
         raise ValueError("--prompt, --new and --rounds must be positive")
+    modes = list(MODES if args.quant == "all" else (args.quant,))
+    if "llamacpp" in args.vs:
+        check_llamacpp(args.checkpoint, modes)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model, loaded = _plain_model(args, device)
@@ -94,7 +97,6 @@ def run(args) -> int:
         sides["hf"] = _hf_generate(model, prompt, args.new, device)
     models = {}
     own = stored_quantization(resolve_path(args.checkpoint)) if args.checkpoint else "none"
-    modes = list(MODES if args.quant == "all" else (args.quant,))
     if "llamacpp" in args.vs:
         sides.update(llamacpp_sides(loaded, modes, own, prompt, args.new, args.threads))
     for mode in [*modes, *([BF16] if args.bf16 else [])]:

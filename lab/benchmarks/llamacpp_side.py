@@ -64,21 +64,24 @@ def llamacpp_generate(gguf: Path, prompt: list[int], new: int, threads: int) -> 
     return run
 
 
-def llamacpp_sides(loaded: LoadedModel | None, modes: list[str], own: str, prompt: list[int], new: int,
+def check_llamacpp(checkpoint: str | None, modes: list[str]) -> None:
+    """Refuse `--vs llamacpp` before anything is loaded, saying what to change."""
+    if reason := llamacpp_unavailable_reason():
+        raise ValueError(reason)
+    if checkpoint is None:
+        raise ValueError("--vs llamacpp needs --checkpoint (a run or smollm2): llama.cpp loads a file with its "
+                         "vocabulary, which a random-weight preset has not")
+    if not any(m in BLOCKS for m in modes):
+        raise ValueError("--vs llamacpp compares GGUF block types: give --quant int8, int4 or all")
+
+
+def llamacpp_sides(loaded: LoadedModel, modes: list[str], own: str, prompt: list[int], new: int,
                    threads: int) -> dict[str, Callable[[], list[int]]]:
     """'llama.cpp int8' / 'llama.cpp int4' sides for the quantized modes in `modes` of the checkpoint
-    `loaded` (float, as `load_model` gives it)."""
-    if reason := llamacpp_unavailable_reason():
-        raise SystemExit(reason)
-    if loaded is None:
-        raise SystemExit("--vs llamacpp needs --checkpoint (a run or smollm2): llama.cpp loads a file with its "
-                         "vocabulary, which a random-weight preset has not")
-    wanted = [m for m in modes if m in BLOCKS]
-    if not wanted:
-        raise SystemExit("--vs llamacpp compares GGUF block types: give --quant int8, int4 or all")
+    `loaded` (float, as `load_model` gives it); `check_llamacpp` has accepted them."""
     folder = Path(tempfile.mkdtemp(prefix="lab-llamacpp-"))
     try:  # llama.cpp has read (or mapped) each file once its Llama exists
         return {f"llama.cpp {m}": llamacpp_generate(gguf_for(loaded, m, own, folder), prompt, new, threads)
-                for m in wanted}
+                for m in modes if m in BLOCKS}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
